@@ -1,1 +1,263 @@
+//! One segment: a `.log` file of batches plus its in-memory sparse indexes.
 
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::{self, BatchHeader, HEADER_LEN};
+use crate::error::{IoContext, LogError, Result};
+use crate::index::{self, Indexes};
+
+pub(crate) fn log_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+pub(crate) fn index_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.index"))
+}
+pub(crate) fn time_index_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}.timeindex"))
+}
+
+/// Makes a create, rename or delete in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).ctx("open", dir)?.sync_all().ctx("fsync", dir)
+}
+
+/// Reads the header of the batch at `pos`; `Ok(None)` when fewer than a header's bytes
+/// remain before `limit`.
+pub(crate) fn read_header(file: &File, path: &Path, pos: u64, limit: u64) -> Result<Option<BatchHeader>> {
+    if pos + HEADER_LEN as u64 > limit {
+        return Ok(None);
+    }
+    let mut h = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut h, pos).ctx("read", path)?;
+    Ok(BatchHeader::parse(&h))
+}
+
+/// What a validating scan of a segment found.
+pub(crate) struct Scan {
+    /// Bytes from the start of the file that hold valid, contiguous batches.
+    pub valid_len: u64,
+    /// Why the scan stopped before the end of the file, if it did.
+    pub defect: Option<String>,
+}
+
+pub(crate) struct Segment {
+    pub base: u64,
+    pub path: PathBuf,
+    pub file: Arc<File>,
+    pub size: u64,
+    /// One past the last offset stored here; `base` when empty.
+    pub next_offset: u64,
+    /// Largest batch max timestamp stored here; -1 when empty.
+    pub max_ts: i64,
+    /// Wall clock of the first append since this segment was created or the log opened,
+    /// for rolling by age.
+    pub first_append_ms: Option<i64>,
+    /// Written since the last fdatasync.
+    pub dirty: bool,
+    pub idx: Indexes,
+}
+
+impl Segment {
+    pub fn create(dir: &Path, base: u64) -> Result<Segment> {
+        let path = log_path(dir, base);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .ctx("create", &path)?;
+        // Stale indexes of an earlier segment with this base would describe other bytes.
+        let _ = fs::remove_file(index_path(dir, base));
+        let _ = fs::remove_file(time_index_path(dir, base));
+        sync_dir(dir)?;
+        Ok(Segment {
+            base,
+            path,
+            file: Arc::new(file),
+            size: 0,
+            next_offset: base,
+            max_ts: -1,
+            first_append_ms: None,
+            dirty: false,
+            idx: Indexes::default(),
+        })
+    }
+
+    /// Opens an existing segment. With `trust_index`, loads its index files when they
+    /// match the log; otherwise (or when they do not) scans and validates every batch.
+    /// The returned scan reports a defect when the file holds bytes past its valid end;
+    /// the caller decides whether to cut them.
+    pub fn open(dir: &Path, base: u64, trust_index: bool, interval: u32) -> Result<(Segment, Scan, bool)> {
+        let path = log_path(dir, base);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .ctx("open", &path)?;
+        let size = file.metadata().ctx("stat", &path)?.len();
+        let mut seg = Segment {
+            base,
+            path,
+            file: Arc::new(file),
+            size,
+            next_offset: base,
+            max_ts: -1,
+            first_append_ms: None,
+            dirty: false,
+            idx: Indexes::default(),
+        };
+        if trust_index {
+            if let Some(idx) = index::load(&index_path(dir, base), &time_index_path(dir, base), size) {
+                // Validate from the last indexed batch to the end: the tail is what a
+                // crash would have torn, and it also yields next_offset.
+                let from = idx.offsets.last().map_or(0, |e| u64::from(e.pos));
+                let max_ts = idx.times.last().map_or(-1, |t| t.ts);
+                let start_offset = match idx.offsets.last() {
+                    Some(e) => base + u64::from(e.rel),
+                    None => base,
+                };
+                seg.idx = idx;
+                seg.max_ts = max_ts;
+                let scan = seg.scan_from(from, start_offset, true, interval, false)?;
+                if scan.defect.is_none() {
+                    return Ok((seg, scan, false));
+                }
+                // The index pointed into bad bytes: fall through to a full rebuild.
+            }
+        }
+        seg.idx = Indexes::default();
+        seg.max_ts = -1;
+        let scan = seg.scan_from(0, base, true, interval, true)?;
+        Ok((seg, scan, true))
+    }
+
+    /// Walks batches from `pos` (which holds `expected` as its base offset) to the end of
+    /// the file, checking each (CRC too when `check_crc`), and sets `next_offset` and
+    /// `max_ts`. With `index`, adds index entries on the way.
+    fn scan_from(&mut self, mut pos: u64, mut expected: u64, check_crc: bool, interval: u32, index: bool) -> Result<Scan> {
+        let mut buf = Vec::new();
+        let mut defect = None;
+        while pos < self.size {
+            let remaining = self.size - pos;
+            let Some(h) = read_header(&self.file, &self.path, pos, self.size)? else {
+                defect = Some(format!("{remaining} trailing bytes, fewer than a batch header"));
+                break;
+            };
+            let Some(total) = h.total_len() else {
+                defect = Some(format!("impossible batch length {}", h.batch_length));
+                break;
+            };
+            if total as u64 > remaining {
+                defect = Some(format!("batch of {total} bytes torn after {remaining}"));
+                break;
+            }
+            if h.base_offset != expected as i64 {
+                defect = Some(format!("base offset {} where {expected} was expected", h.base_offset));
+                break;
+            }
+            if check_crc {
+                buf.resize(total, 0);
+                self.file.read_exact_at(&mut buf, pos).ctx("read", &self.path)?;
+                if let Err(d) = batch::validate(&buf) {
+                    defect = Some(d.to_string());
+                    break;
+                }
+            } else if h.magic != batch::MAGIC_V2 || h.last_offset_delta < 0 {
+                defect = Some("malformed batch header".to_string());
+                break;
+            }
+            let rel = (expected - self.base) as u32;
+            self.max_ts = self.max_ts.max(h.max_timestamp);
+            if index {
+                self.idx.on_batch(rel, pos as u32, total as u32, self.max_ts, interval);
+            }
+            expected += h.last_offset_delta as u64 + 1;
+            pos += total as u64;
+        }
+        self.next_offset = expected;
+        Ok(Scan { valid_len: pos, defect })
+    }
+
+    /// Cuts the file at `len` bytes, whose last batch ends at `next_offset`, and rebuilds
+    /// the in-memory index from the remaining headers.
+    pub fn truncate(&mut self, len: u64, interval: u32) -> Result<()> {
+        self.file.set_len(len).ctx("truncate", &self.path)?;
+        self.size = len;
+        self.dirty = true;
+        self.idx = Indexes::default();
+        self.max_ts = -1;
+        let scan = self.scan_from(0, self.base, false, interval, true)?;
+        if let Some(d) = scan.defect {
+            return Err(LogError::Io {
+                op: "rescan after truncate",
+                path: self.path.clone(),
+                source: std::io::Error::other(d),
+            });
+        }
+        Ok(())
+    }
+
+    /// Finds the batch holding `offset` (which must be in `base..next_offset`):
+    /// its position and base offset.
+    pub fn locate(&self, offset: u64) -> Result<(u64, u64)> {
+        locate_in(&self.file, &self.path, &self.idx, self.base, offset, self.size)
+    }
+
+    /// Writes the index files, describing the log as it is now.
+    pub fn store_index(&self, dir: &Path) -> Result<()> {
+        index::store(&index_path(dir, self.base), &time_index_path(dir, self.base), &self.idx, self.size)
+    }
+
+    pub fn remove_files(&self, dir: &Path) -> Result<()> {
+        fs::remove_file(&self.path).ctx("delete", &self.path)?;
+        for p in [index_path(dir, self.base), time_index_path(dir, self.base)] {
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).ctx("delete", &p),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn sync(&mut self) -> Result<()> {
+        if self.dirty {
+            self.file.sync_data().ctx("fdatasync", &self.path)?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+/// Scans batch headers from the index floor for the batch holding `offset`.
+pub(crate) fn locate_in(file: &File, path: &Path, idx: &Indexes, base: u64, offset: u64, limit: u64) -> Result<(u64, u64)> {
+    let floor = idx.floor(u32::try_from(offset - base).unwrap_or(u32::MAX));
+    let mut pos = u64::from(floor.pos);
+    let mut at = base + u64::from(floor.rel);
+    loop {
+        let Some(h) = read_header(file, path, pos, limit)? else {
+            return Err(LogError::Io {
+                op: "locate offset",
+                path: path.to_path_buf(),
+                source: std::io::Error::other(format!("offset {offset} not found before byte {limit}")),
+            });
+        };
+        let Some(total) = h.total_len() else {
+            return Err(LogError::Io {
+                op: "locate offset",
+                path: path.to_path_buf(),
+                source: std::io::Error::other(format!("bad batch length at byte {pos}")),
+            });
+        };
+        let last = at + h.last_offset_delta.max(0) as u64;
+        if last >= offset {
+            return Ok((pos, at));
+        }
+        at = last + 1;
+        pos += total as u64;
+    }
+}

@@ -1,88 +1,267 @@
-//! STUB — being implemented. Signatures are final.
+//! The thread-safe log handle, and group commit.
+//!
+//! Appenders write under a mutex held only for the `pwrite`; under `always` each then
+//! waits until an `fdatasync` covers its batch. Whoever finds no sync running becomes the
+//! syncer: it notes the log end, syncs *without* holding the append lock (so other
+//! appenders keep writing into the page cache meanwhile), publishes the new durable
+//! offset and wakes everyone. Appenders that arrived during that sync are covered by the
+//! next one, so N concurrent appenders cost about two syncs, not N.
+//!
+//! Lock order: `state` before `sync`; never the other way round.
+
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::{AppendInfo, LogConfig, ReadResult, RecoveryReport, Result, RetentionReport};
+use crate::{
+    AppendInfo, FlushPolicy, Log, LogConfig, LogError, ReadResult, RecoveryReport, Result,
+    RetentionReport,
+};
 
-/// Thread-safe handle on one partition log, with group commit.
+struct SyncState {
+    /// Mirror of the log's high watermark and generation, for waiters.
+    durable: u64,
+    generation: u64,
+    syncing: bool,
+    failed: Option<String>,
+}
+
+/// Thread-safe handle on one partition log, with group commit. See the module docs.
 pub struct SharedLog {
     dir: PathBuf,
+    state: Mutex<Log>,
+    sync: Mutex<SyncState>,
+    synced: Condvar,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl SharedLog {
     /// Opens (creating if needed) the log in `dir`, recovering its tail.
     pub fn open(dir: impl Into<PathBuf>, config: LogConfig) -> Result<SharedLog> {
-        let _ = config;
-        Ok(SharedLog { dir: dir.into() })
+        let dir = dir.into();
+        let log = Log::open(dir.clone(), config)?;
+        let sync = SyncState {
+            durable: log.high_watermark(),
+            generation: log.generation(),
+            syncing: false,
+            failed: None,
+        };
+        Ok(SharedLog {
+            dir,
+            state: Mutex::new(log),
+            sync: Mutex::new(sync),
+            synced: Condvar::new(),
+        })
     }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    fn log(&self) -> MutexGuard<'_, Log> {
+        // A panic while holding the lock leaves the log as consistent as any crash would;
+        // keep serving rather than cascade the panic.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sync_state(&self) -> MutexGuard<'_, SyncState> {
+        self.sync.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes the log's high watermark to waiters. Called with the log lock held.
+    fn publish(&self, log: &Log) {
+        let mut st = self.sync_state();
+        st.durable = log.high_watermark();
+        st.generation = log.generation();
+        drop(st);
+        self.synced.notify_all();
+    }
+
     /// Validates one or more concatenated RecordBatch v2 batches, assigns their base
     /// offsets in place, appends them and, under `FlushPolicy::Always`, returns only once
     /// an fdatasync covers them.
     pub fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
-        let _ = batches;
-        todo!()
+        self.append_at(batches, now_ms())
     }
+
     /// As `append`, with the wall clock given (milliseconds since the epoch).
     pub fn append_at(&self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo> {
-        let _ = (batches, now_ms);
-        todo!()
+        let (info, policy, generation) = {
+            let mut log = self.log();
+            let hw_before = log.high_watermark();
+            let info = log.append(batches, now_ms)?;
+            if log.high_watermark() != hw_before {
+                // A roll (or a non-`always` policy) moved the high watermark.
+                self.publish(&log);
+            }
+            (info, log.config().flush, log.generation())
+        };
+        if policy == FlushPolicy::Always {
+            self.wait_durable(info.last_offset + 1, generation)?;
+        }
+        Ok(info)
     }
+
+    /// Blocks until the high watermark reaches `end`, taking a turn as the syncer when no
+    /// sync is running.
+    fn wait_durable(&self, end: u64, generation: u64) -> Result<()> {
+        let mut st = self.sync_state();
+        loop {
+            if let Some(reason) = &st.failed {
+                return Err(LogError::Poisoned {
+                    dir: self.dir.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            if st.generation != generation {
+                return Err(LogError::Io {
+                    op: "append",
+                    path: self.dir.clone(),
+                    source: std::io::Error::other("the log was truncated before the batch was synced"),
+                });
+            }
+            if st.durable >= end {
+                return Ok(());
+            }
+            if st.syncing {
+                st = self.synced.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            st.syncing = true;
+            drop(st);
+            let outcome = self.sync_once();
+            st = self.sync_state();
+            st.syncing = false;
+            if let Err(e) = &outcome {
+                st.failed.get_or_insert_with(|| e.to_string());
+            }
+            drop(st);
+            self.synced.notify_all();
+            st = self.sync_state();
+        }
+    }
+
+    /// One fdatasync of everything written so far, outside the append lock.
+    fn sync_once(&self) -> Result<()> {
+        let (files, offset, pos, generation) = self.log().sync_target();
+        for (file, path) in &files {
+            if let Err(source) = file.sync_data() {
+                let err = LogError::Io {
+                    op: "fdatasync",
+                    path: path.clone(),
+                    source,
+                };
+                // After a failed fdatasync the kernel may have dropped the dirty pages:
+                // what is on disk is unknown, so no further write may be acknowledged.
+                self.log().poison(err.to_string());
+                return Err(err);
+            }
+        }
+        let mut log = self.log();
+        log.mark_durable(offset, pos, generation, files.len());
+        self.publish(&log);
+        Ok(())
+    }
+
     /// Whole stored batches from the one containing `offset`, at most `max_bytes` in all
     /// but always at least one batch when any is readable; never past the high watermark.
+    /// The file reads happen outside the lock.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult> {
-        let _ = (offset, max_bytes);
-        todo!()
+        let plan = self.log().plan_read(offset, max_bytes)?;
+        plan.execute()
     }
+
     /// The first offset of the first batch whose max timestamp is at or after `ts`.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
-        let _ = ts;
-        todo!()
+        self.log().offset_for_timestamp(ts)
     }
+
     pub fn log_start_offset(&self) -> u64 {
-        todo!()
+        self.log().log_start_offset()
     }
+
     pub fn log_end_offset(&self) -> u64 {
-        todo!()
+        self.log().log_end_offset()
     }
+
     pub fn high_watermark(&self) -> u64 {
-        todo!()
+        self.log().high_watermark()
     }
+
     pub fn size_bytes(&self) -> u64 {
-        todo!()
+        self.log().size_bytes()
     }
+
     pub fn roll(&self) -> Result<()> {
-        todo!()
+        let mut log = self.log();
+        log.roll()?;
+        self.publish(&log);
+        Ok(())
     }
+
     pub fn apply_retention(&self, now_ms: i64) -> Result<RetentionReport> {
-        let _ = now_ms;
-        todo!()
+        let mut log = self.log();
+        let r = log.apply_retention(now_ms)?;
+        self.publish(&log);
+        Ok(r)
     }
+
     pub fn truncate_suffix(&self, offset: u64) -> Result<()> {
-        let _ = offset;
-        todo!()
+        let mut log = self.log();
+        log.truncate_suffix(offset)?;
+        self.publish(&log);
+        Ok(())
     }
+
     pub fn purge_prefix(&self, offset: u64) -> Result<()> {
-        let _ = offset;
-        todo!()
+        let mut log = self.log();
+        log.purge_prefix(offset)?;
+        self.publish(&log);
+        Ok(())
     }
-    /// Makes everything appended so far durable (used by the interval flusher and shutdown).
+
+    /// Makes everything appended so far durable (used by the interval flusher and
+    /// shutdown). Runs outside the append lock.
     pub fn sync(&self) -> Result<()> {
-        todo!()
+        {
+            let st = self.sync_state();
+            if let Some(reason) = &st.failed {
+                return Err(LogError::Poisoned {
+                    dir: self.dir.clone(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+        let r = self.sync_once();
+        if let Err(e) = &r {
+            self.sync_state().failed.get_or_insert_with(|| e.to_string());
+        }
+        r
     }
+
     pub fn config(&self) -> LogConfig {
-        todo!()
+        self.log().config().clone()
     }
+
     pub fn set_config(&self, config: LogConfig) {
-        let _ = config;
-        todo!()
+        self.log().set_config(config);
     }
-    /// Syncs, writes the indexes and the clean-shutdown marker; later calls fail with `Closed`.
+
+    /// Syncs, writes the indexes and the clean-shutdown marker; later writes fail with
+    /// `Closed`.
     pub fn close(&self) -> Result<()> {
-        todo!()
+        let mut log = self.log();
+        log.close()?;
+        self.publish(&log);
+        Ok(())
     }
+
     pub fn recovery_report(&self) -> RecoveryReport {
-        todo!()
+        self.log().recovery_report().clone()
     }
 }
