@@ -1,0 +1,936 @@
+//! The broker: the data directory, its topics and one partition log per partition.
+//!
+//! ```text
+//! <data-dir>/.lock                       DirLock: one broker per data directory
+//!           /topics.json                 the topic registry (see `registry`)
+//!           /topics/<topic>/<partition>/ one wharf_log::SharedLog each
+//!           /topics/<topic>~<id>.deleted a topic being deleted; removed on next open
+//! ```
+//!
+//! Concurrency: the topic map sits behind a `std::sync::RwLock` held only long enough to
+//! clone an `Arc` out of it, never across a blocking call or an `.await`. Appends and
+//! reads run on tokio's blocking pool (the log is synchronous). Admin operations
+//! (create, delete, alter, add partitions) are serialized by the registry's mutex, which
+//! only they take, inside a blocking task.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+use wharf_log::{AppendInfo, DirLock, FlushPolicy, LogError, ReadResult, SharedLog};
+
+use crate::error::{CoreError, IoContext, Result};
+use crate::registry::{sync_dir, TopicRecord, TopicRegistry};
+use crate::topic::{ConfigOp, NewTopic, TopicConfig, TopicDescription, TopicName};
+
+/// Name of the folder holding one folder per topic.
+pub const TOPICS_DIR: &str = "topics";
+/// Suffix of a topic folder being deleted. Together with `~`, which no topic name may
+/// contain, it can never be mistaken for a live topic (`a.deleted` is a valid name).
+const DELETED_SUFFIX: &str = ".deleted";
+
+/// How often retention runs unless configured otherwise.
+pub const DEFAULT_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Settings of a [`Broker`].
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Where topics and the registry live. Created if missing.
+    pub data_dir: PathBuf,
+    /// When appends become durable; applies to every partition.
+    pub flush: FlushPolicy,
+    /// Settings of a topic that does not override them (Kafka's broker-level defaults).
+    pub topic_defaults: TopicConfig,
+    /// How often retention (`retention.ms`, `retention.bytes`) is applied.
+    pub retention_check_interval: Duration,
+}
+
+impl BrokerConfig {
+    /// Defaults: `always` flush, Kafka's topic defaults, retention every 30 s.
+    pub fn new(data_dir: impl Into<PathBuf>) -> BrokerConfig {
+        BrokerConfig {
+            data_dir: data_dir.into(),
+            flush: FlushPolicy::default(),
+            topic_defaults: TopicConfig::default(),
+            retention_check_interval: DEFAULT_RETENTION_CHECK_INTERVAL,
+        }
+    }
+}
+
+/// The offsets of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    /// First offset still stored (raised by retention).
+    pub log_start_offset: u64,
+    /// Offset the next appended record gets.
+    pub log_end_offset: u64,
+    /// Everything below it is committed (durable under the flush policy); fetches never
+    /// read past it.
+    pub high_watermark: u64,
+}
+
+/// One open partition.
+struct Partition {
+    topic: TopicName,
+    index: u32,
+    log: SharedLog,
+    /// The last published high watermark. A long-poll fetch waits on a receiver instead
+    /// of sleeping; dropping the partition (topic deleted, broker shut down) closes it.
+    hw: watch::Sender<u64>,
+}
+
+impl Partition {
+    fn err(&self, source: LogError) -> CoreError {
+        CoreError::Log {
+            topic: self.topic.to_string(),
+            partition: self.index,
+            source,
+        }
+    }
+
+    /// Publishes the log's high watermark to waiters. The log is read inside the watch's
+    /// lock so that two racing publishers cannot publish an older value last.
+    fn publish_high_watermark(&self) {
+        let log = &self.log;
+        self.hw.send_if_modified(|cur| {
+            let hw = log.high_watermark();
+            if hw != *cur {
+                *cur = hw;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// A topic's state. Immutable: an alteration swaps in a new `Arc<TopicState>`, so
+/// readers never see half a change and never wait for a writer.
+struct TopicState {
+    desc: TopicDescription,
+    partitions: Vec<Arc<Partition>>,
+}
+
+/// Wakes background threads when the broker stops.
+#[derive(Default)]
+struct StopSignal {
+    stopped: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl StopSignal {
+    /// Waits up to `d`; returns true once stop was signalled.
+    fn wait(&self, d: Duration) -> bool {
+        let guard = self.stopped.lock().unwrap_or_else(PoisonError::into_inner);
+        let (guard, _) = self
+            .cv
+            .wait_timeout_while(guard, d, |stopped| !*stopped)
+            .unwrap_or_else(PoisonError::into_inner);
+        *guard
+    }
+
+    fn stop(&self) {
+        *self.stopped.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.cv.notify_all();
+    }
+}
+
+struct Background {
+    stop: Arc<StopSignal>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    fn stop_and_join(self) {
+        self.stop.stop();
+        for t in self.threads {
+            if t.join().is_err() {
+                error!("a broker background thread panicked");
+            }
+        }
+    }
+}
+
+struct Shared {
+    data_dir: PathBuf,
+    flush: FlushPolicy,
+    defaults: TopicConfig,
+    topics: RwLock<BTreeMap<String, Arc<TopicState>>>,
+    /// Serializes admin operations; taken only inside blocking tasks.
+    registry: Mutex<TopicRegistry>,
+    closed: AtomicBool,
+}
+
+/// The broker core: topics, their partitions and the background work on them.
+///
+/// Front-ends hold it (or an `Arc` of it) and call its async methods from any task.
+pub struct Broker {
+    shared: Arc<Shared>,
+    background: Mutex<Option<Background>>,
+    /// Held until shutdown completes, so no second broker opens the directory while
+    /// this one still has logs open.
+    lock: Mutex<Option<DirLock>>,
+}
+
+/// Runs blocking work on tokio's blocking pool. A panic there becomes an error rather
+/// than taking the caller's task down.
+async fn run_blocking<T, F>(what: &'static str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CoreError::Internal {
+            what,
+            reason: e.to_string(),
+        })?
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the guarded data half
+    // updated (every update is a single assignment), so poisoning is ignored.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Broker {
+    /// Opens the broker on `config.data_dir`: takes the directory lock first (so a
+    /// second broker fails at once with [`CoreError::DataDirLocked`]), loads the topic
+    /// registry, finishes interrupted deletions, opens every partition log (recovering
+    /// its tail) and starts the background flusher and retention threads.
+    pub async fn open(config: BrokerConfig) -> Result<Broker> {
+        run_blocking("opening the broker", move || Broker::open_blocking(config)).await
+    }
+
+    fn open_blocking(config: BrokerConfig) -> Result<Broker> {
+        let dir = config.data_dir.clone();
+        let dir_lock = DirLock::acquire(&dir).map_err(|e| match e {
+            LogError::Locked { .. } => CoreError::DataDirLocked { dir: dir.clone() },
+            other => CoreError::DataDir {
+                dir: dir.clone(),
+                source: other,
+            },
+        })?;
+        let registry = TopicRegistry::load(&dir)?;
+        let topics_dir = dir.join(TOPICS_DIR);
+        fs::create_dir_all(&topics_dir).ctx("create", &topics_dir)?;
+        clean_topics_dir(&topics_dir, &registry)?;
+
+        let records: Vec<TopicRecord> = registry.topics().cloned().collect();
+        let shared = Shared {
+            data_dir: dir.clone(),
+            flush: config.flush,
+            defaults: config.topic_defaults.clone(),
+            topics: RwLock::new(BTreeMap::new()),
+            registry: Mutex::new(registry),
+            closed: AtomicBool::new(false),
+        };
+        let mut opened = BTreeMap::new();
+        for record in &records {
+            let state = shared.open_topic(record)?;
+            opened.insert(record.name.to_string(), Arc::new(state));
+        }
+        let partitions: usize = opened.values().map(|t| t.partitions.len()).sum();
+        info!(
+            data_dir = %dir.display(),
+            topics = opened.len(),
+            partitions,
+            flush = %config.flush,
+            "broker opened"
+        );
+        *shared
+            .topics
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = opened;
+        let shared = Arc::new(shared);
+        let background = start_background(&shared, &config)?;
+        Ok(Broker {
+            shared,
+            background: Mutex::new(Some(background)),
+            lock: Mutex::new(Some(dir_lock)),
+        })
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.shared.data_dir
+    }
+
+    /// The flush policy every partition uses.
+    pub fn flush_policy(&self) -> FlushPolicy {
+        self.shared.flush
+    }
+
+    /// The settings a topic gets for every key it does not override.
+    pub fn topic_defaults(&self) -> &TopicConfig {
+        &self.shared.defaults
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(CoreError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Creates a topic: validates its name, partition count and settings, persists it in
+    /// the registry with a fresh topic id, and opens its (empty) partition logs.
+    pub async fn create_topic(&self, new: NewTopic) -> Result<TopicDescription> {
+        self.check_open()?;
+        let shared = Arc::clone(&self.shared);
+        run_blocking("creating a topic", move || shared.create_topic(new)).await
+    }
+
+    /// Deletes a topic: removes it from the registry (persisted) first, then closes its
+    /// logs and deletes its data. Returns what the topic was.
+    pub async fn delete_topic(&self, name: &str) -> Result<TopicDescription> {
+        self.check_open()?;
+        let shared = Arc::clone(&self.shared);
+        let name = name.to_string();
+        run_blocking("deleting a topic", move || shared.delete_topic(&name)).await
+    }
+
+    /// Changes a topic's settings (all of `ops` or none), persists them, and applies
+    /// them to its open logs.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        ops: Vec<ConfigOp>,
+    ) -> Result<TopicDescription> {
+        self.check_open()?;
+        let shared = Arc::clone(&self.shared);
+        let name = name.to_string();
+        run_blocking("altering a topic's config", move || {
+            shared.alter_topic_config(&name, &ops)
+        })
+        .await
+    }
+
+    /// Raises a topic's partition count to `count` (Kafka `CreatePartitions`); the count
+    /// can never shrink.
+    pub async fn create_partitions(&self, name: &str, count: u32) -> Result<TopicDescription> {
+        self.check_open()?;
+        let shared = Arc::clone(&self.shared);
+        let name = name.to_string();
+        run_blocking("adding partitions", move || {
+            shared.create_partitions(&name, count)
+        })
+        .await
+    }
+
+    /// All topics, ordered by name.
+    pub fn list_topics(&self) -> Vec<TopicDescription> {
+        self.shared
+            .read_topics()
+            .values()
+            .map(|t| t.desc.clone())
+            .collect()
+    }
+
+    /// One topic.
+    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        Ok(self.shared.topic(name)?.desc.clone())
+    }
+
+    /// Appends one or more concatenated RecordBatch v2 batches to a partition. The log
+    /// assigns offsets; under `FlushPolicy::Always` this returns only once the batches
+    /// are on disk. Waiters on the partition's high watermark are woken.
+    pub async fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        mut batches: Vec<u8>,
+    ) -> Result<AppendInfo> {
+        self.check_open()?;
+        let p = self.shared.partition(topic, partition)?;
+        // Publishing inside the blocking task means waiters are woken even if the caller
+        // stops waiting (a client disconnects) once the append has started.
+        run_blocking("appending", move || {
+            let info = p.log.append(&mut batches).map_err(|e| p.err(e))?;
+            p.publish_high_watermark();
+            Ok(info)
+        })
+        .await
+    }
+
+    /// Reads whole stored batches from the one holding `offset`, up to about
+    /// `max_bytes` (at least one batch when any is readable), never past the high
+    /// watermark.
+    pub async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<ReadResult> {
+        self.check_open()?;
+        let p = self.shared.partition(topic, partition)?;
+        run_blocking("reading", move || {
+            p.log.read(offset, max_bytes).map_err(|e| p.err(e))
+        })
+        .await
+    }
+
+    /// The first offset whose batch's max timestamp is at or after `timestamp_ms`
+    /// (Kafka `ListOffsets` by time); `None` if there is none.
+    pub async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp_ms: i64,
+    ) -> Result<Option<u64>> {
+        self.check_open()?;
+        let p = self.shared.partition(topic, partition)?;
+        run_blocking("looking up an offset by time", move || {
+            p.log
+                .offset_for_timestamp(timestamp_ms)
+                .map_err(|e| p.err(e))
+        })
+        .await
+    }
+
+    /// Log start, log end and high watermark of a partition.
+    pub fn offsets(&self, topic: &str, partition: u32) -> Result<PartitionOffsets> {
+        let p = self.shared.partition(topic, partition)?;
+        Ok(PartitionOffsets {
+            log_start_offset: p.log.log_start_offset(),
+            log_end_offset: p.log.log_end_offset(),
+            high_watermark: p.log.high_watermark(),
+        })
+    }
+
+    /// A receiver of the partition's high watermark, updated after every append (and
+    /// every interval flush). `changed()` fails once the partition is gone (topic
+    /// deleted, broker shut down).
+    pub fn watch_high_watermark(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<watch::Receiver<u64>> {
+        Ok(self.shared.partition(topic, partition)?.hw.subscribe())
+    }
+
+    /// Waits until the partition's high watermark is above `offset` or `timeout` passes,
+    /// and returns the high watermark then. This is what a long-poll fetch waits on.
+    pub async fn wait_for_high_watermark(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> Result<u64> {
+        let mut rx = self.watch_high_watermark(topic, partition)?;
+        let waited = tokio::time::timeout(timeout, async {
+            rx.wait_for(|hw| *hw > offset).await.map(|hw| *hw)
+        })
+        .await;
+        match waited {
+            Ok(Ok(hw)) => Ok(hw),
+            Err(_elapsed) => Ok(*rx.borrow()),
+            Ok(Err(_closed)) => {
+                self.check_open()?;
+                Err(CoreError::UnknownTopic { name: topic.into() })
+            }
+        }
+    }
+
+    /// Stops background work, then closes every log (which syncs it and marks it clean)
+    /// and releases the data directory. Further calls do nothing; other methods then fail
+    /// with [`CoreError::ShuttingDown`]. Returns the first error met, after trying every
+    /// log.
+    pub async fn shutdown(&self) -> Result<()> {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let background = lock(&self.background).take();
+        let dir_lock = lock(&self.lock).take();
+        let shared = Arc::clone(&self.shared);
+        run_blocking("shutting down", move || {
+            if let Some(bg) = background {
+                bg.stop_and_join();
+            }
+            // Wait for an admin operation in flight, and keep new ones out (they check
+            // `closed` under this lock).
+            let _registry = lock(&shared.registry);
+            let topics = std::mem::take(
+                &mut *shared
+                    .topics
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            let mut first_err = None;
+            for p in topics.values().flat_map(|t| t.partitions.iter()) {
+                if let Err(e) = p.log.close() {
+                    let e = p.err(e);
+                    error!(error = %e, "closing a partition log failed");
+                    first_err.get_or_insert(e);
+                }
+            }
+            // Dropping the partitions closes their watches, which wakes waiters.
+            drop(topics);
+            drop(dir_lock);
+            info!("broker shut down");
+            first_err.map_or(Ok(()), Err)
+        })
+        .await
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // Without `shutdown` the logs are not closed cleanly (recovery checks them on the
+        // next open), but background threads must not outlive the broker.
+        if let Some(bg) = lock(&self.background).take() {
+            bg.stop.stop();
+        }
+    }
+}
+
+impl Shared {
+    fn read_topics(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<TopicState>>> {
+        self.topics.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_topics(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<TopicState>>> {
+        self.topics.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<TopicState>> {
+        self.read_topics()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CoreError::UnknownTopic { name: name.into() })
+    }
+
+    fn partition(&self, topic: &str, partition: u32) -> Result<Arc<Partition>> {
+        let state = self.topic(topic)?;
+        let found = usize::try_from(partition)
+            .ok()
+            .and_then(|i| state.partitions.get(i));
+        found.cloned().ok_or_else(|| CoreError::UnknownPartition {
+            topic: topic.into(),
+            partition,
+            partitions: state.desc.partitions,
+        })
+    }
+
+    fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.read_topics()
+            .values()
+            .flat_map(|t| t.partitions.iter().cloned())
+            .collect()
+    }
+
+    fn topic_dir(&self, name: &str) -> PathBuf {
+        self.data_dir.join(TOPICS_DIR).join(name)
+    }
+
+    fn describe(&self, record: &TopicRecord) -> Result<TopicDescription> {
+        Ok(TopicDescription {
+            name: record.name.clone(),
+            id: record.id,
+            partitions: record.partitions,
+            config: self.defaults.with_overrides(&record.configs)?,
+            overrides: record.configs.clone(),
+        })
+    }
+
+    fn open_partition(&self, desc: &TopicDescription, index: u32) -> Result<Arc<Partition>> {
+        let dir = self.topic_dir(desc.name.as_str()).join(index.to_string());
+        let log = SharedLog::open(&dir, desc.config.log_config(self.flush)).map_err(|source| {
+            CoreError::Log {
+                topic: desc.name.to_string(),
+                partition: index,
+                source,
+            }
+        })?;
+        let report = log.recovery_report();
+        if !report.clean {
+            warn!(
+                topic = %desc.name, partition = index,
+                truncated_bytes = report.truncated_bytes,
+                indexes_rebuilt = report.indexes_rebuilt,
+                "partition log was not closed cleanly and has been recovered"
+            );
+        }
+        let (hw, _) = watch::channel(log.high_watermark());
+        Ok(Arc::new(Partition {
+            topic: desc.name.clone(),
+            index,
+            log,
+            hw,
+        }))
+    }
+
+    fn open_topic(&self, record: &TopicRecord) -> Result<TopicState> {
+        let desc = self.describe(record)?;
+        let partitions = (0..record.partitions)
+            .map(|i| self.open_partition(&desc, i))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TopicState { desc, partitions })
+    }
+
+    /// Locks the registry for an admin operation, refusing once shutdown has begun.
+    fn admin(&self) -> Result<std::sync::MutexGuard<'_, TopicRegistry>> {
+        let guard = lock(&self.registry);
+        if self.closed.load(Ordering::Acquire) {
+            return Err(CoreError::ShuttingDown);
+        }
+        Ok(guard)
+    }
+
+    fn create_topic(&self, new: NewTopic) -> Result<TopicDescription> {
+        let mut registry = self.admin()?;
+        // Validate the effective settings before anything is persisted.
+        TopicName::new(new.name.clone())?;
+        self.defaults.with_overrides(&new.configs)?;
+        if registry.get(&new.name).is_some() {
+            return Err(CoreError::TopicExists { name: new.name });
+        }
+        // A folder left by a delete that could not finish must not leak old data into
+        // the new topic.
+        discard_dir(&self.topic_dir(&new.name), &self.graveyard(&new.name))?;
+        let record = registry.create(&new)?;
+        match self.open_topic(&record) {
+            Ok(state) => {
+                let desc = state.desc.clone();
+                self.write_topics()
+                    .insert(record.name.to_string(), Arc::new(state));
+                info!(topic = %desc.name, id = %desc.id, partitions = desc.partitions, "topic created");
+                Ok(desc)
+            }
+            Err(e) => {
+                // Undo: the registry must not name a topic whose logs do not open.
+                if let Err(undo) = registry.delete(&new.name) {
+                    error!(topic = %new.name, error = %undo, "could not roll back a failed topic creation");
+                }
+                if let Err(undo) =
+                    discard_dir(&self.topic_dir(&new.name), &self.graveyard(&new.name))
+                {
+                    warn!(topic = %new.name, error = %undo, "could not remove a failed topic's folder; it is removed on next start");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn graveyard(&self, name: &str) -> PathBuf {
+        let id = uuid::Uuid::new_v4();
+        self.data_dir
+            .join(TOPICS_DIR)
+            .join(format!("{name}~{id}{DELETED_SUFFIX}"))
+    }
+
+    fn delete_topic(&self, name: &str) -> Result<TopicDescription> {
+        let mut registry = self.admin()?;
+        let record = registry.delete(name)?;
+        let desc = self.describe(&record)?;
+        // The registry no longer names the topic: from here on a crash leaves an orphan
+        // folder, which the next open removes.
+        let state = self.write_topics().remove(name);
+        if let Some(state) = state {
+            for p in &state.partitions {
+                if let Err(e) = p.log.close() {
+                    warn!(topic = %name, partition = p.index, error = %e, "closing a deleted partition failed");
+                }
+            }
+        }
+        let graveyard = self.graveyard(name);
+        if let Err(e) = discard_dir(&self.topic_dir(name), &graveyard) {
+            warn!(topic = %name, error = %e, "could not remove a deleted topic's data now; it is removed on next start");
+        }
+        info!(topic = %name, id = %desc.id, "topic deleted");
+        Ok(desc)
+    }
+
+    fn alter_topic_config(&self, name: &str, ops: &[ConfigOp]) -> Result<TopicDescription> {
+        let mut registry = self.admin()?;
+        let current = registry
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CoreError::UnknownTopic { name: name.into() })?;
+        // Dry run first: the effective config must be valid before it is persisted.
+        let mut probe = current.configs.clone();
+        for op in ops {
+            match op {
+                ConfigOp::Set { key, value } => {
+                    probe.insert(key.clone(), value.clone());
+                }
+                ConfigOp::Delete { key } => {
+                    probe.remove(key);
+                }
+            }
+        }
+        self.defaults.with_overrides(&probe)?;
+        let record = registry.alter_config(name, ops)?;
+        let desc = self.describe(&record)?;
+        let old = self.topic(name)?;
+        let log_config = desc.config.log_config(self.flush);
+        for p in &old.partitions {
+            p.log.set_config(log_config.clone());
+        }
+        self.write_topics().insert(
+            name.to_string(),
+            Arc::new(TopicState {
+                desc: desc.clone(),
+                partitions: old.partitions.clone(),
+            }),
+        );
+        info!(topic = %name, overrides = ?desc.overrides, "topic config altered");
+        Ok(desc)
+    }
+
+    fn create_partitions(&self, name: &str, count: u32) -> Result<TopicDescription> {
+        let mut registry = self.admin()?;
+        let current = registry
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CoreError::UnknownTopic { name: name.into() })?;
+        if count <= current.partitions || count > crate::topic::MAX_PARTITIONS {
+            // Let the registry produce the precise error without changing anything.
+            return registry
+                .set_partitions(name, count)
+                .and_then(|r| self.describe(&r));
+        }
+        let old = self.topic(name)?;
+        let mut next = current.clone();
+        next.partitions = count;
+        let desc = self.describe(&next)?;
+        let mut added = Vec::new();
+        let undo = |added: &[Arc<Partition>]| {
+            for p in added {
+                // Never registered, so nothing in them was ever acknowledged as durable
+                // under a registered partition: safe to throw away.
+                let _ = p.log.close();
+                let dir = self.topic_dir(name).join(p.index.to_string());
+                if let Err(e) = fs::remove_dir_all(&dir) {
+                    warn!(topic = %name, partition = p.index, error = %e, "could not remove an unregistered partition folder; it is removed on next start");
+                }
+            }
+        };
+        for index in current.partitions..count {
+            let dir = self.topic_dir(name).join(index.to_string());
+            // Left by an earlier attempt that crashed before persisting the new count.
+            if let Err(e) = remove_dir_if_exists(&dir) {
+                undo(&added);
+                return Err(e);
+            }
+            match self.open_partition(&desc, index) {
+                Ok(p) => added.push(p),
+                Err(e) => {
+                    undo(&added);
+                    return Err(e);
+                }
+            }
+        }
+        if let Err(e) = registry.set_partitions(name, count) {
+            undo(&added);
+            return Err(e);
+        }
+        let mut partitions = old.partitions.clone();
+        partitions.extend(added);
+        self.write_topics().insert(
+            name.to_string(),
+            Arc::new(TopicState {
+                desc: desc.clone(),
+                partitions,
+            }),
+        );
+        info!(topic = %name, from = current.partitions, to = count, "partitions added");
+        Ok(desc)
+    }
+
+    /// Makes every partition durable; run by the interval flusher.
+    fn sync_all(&self) {
+        for p in self.all_partitions() {
+            match p.log.sync() {
+                Ok(()) => p.publish_high_watermark(),
+                // Deleted between the snapshot and the sync.
+                Err(LogError::Closed { .. }) => {
+                    debug!(topic = %p.topic, partition = p.index, "skipped sync of a closed log")
+                }
+                Err(e) => {
+                    error!(topic = %p.topic, partition = p.index, error = %e, "interval flush failed")
+                }
+            }
+        }
+    }
+
+    fn apply_retention(&self) {
+        let now = now_ms();
+        for p in self.all_partitions() {
+            match p.log.apply_retention(now) {
+                Ok(r) if r.segments_deleted > 0 => info!(
+                    topic = %p.topic, partition = p.index,
+                    segments = r.segments_deleted, bytes = r.bytes_deleted,
+                    log_start_offset = r.log_start_offset,
+                    "retention deleted old segments"
+                ),
+                Ok(_) | Err(LogError::Closed { .. }) => {}
+                Err(e) => {
+                    error!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
+                }
+            }
+        }
+    }
+}
+
+fn start_background(shared: &Arc<Shared>, config: &BrokerConfig) -> Result<Background> {
+    let stop = Arc::new(StopSignal::default());
+    let mut threads = Vec::new();
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .map_err(|e| CoreError::Internal {
+                what: "starting a background thread",
+                reason: e.to_string(),
+            })
+    };
+    if let FlushPolicy::Interval(every) = config.flush {
+        // One thread for all partitions: with fsyncs of many logs in a row, the disk is
+        // the bottleneck, not the thread.
+        let (shared, stop) = (Arc::clone(shared), Arc::clone(&stop));
+        threads.push(spawn(
+            "wharf-flusher",
+            Box::new(move || {
+                while !stop.wait(every) {
+                    shared.sync_all();
+                }
+            }),
+        )?);
+    }
+    let every = config.retention_check_interval;
+    let (shared2, stop2) = (Arc::clone(shared), Arc::clone(&stop));
+    let retention = spawn(
+        "wharf-retention",
+        Box::new(move || {
+            while !stop2.wait(every) {
+                shared2.apply_retention();
+            }
+        }),
+    );
+    match retention {
+        Ok(t) => threads.push(t),
+        Err(e) => {
+            Background { stop, threads }.stop_and_join();
+            return Err(e);
+        }
+    }
+    Ok(Background { stop, threads })
+}
+
+fn remove_dir_if_exists(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e).ctx("remove", dir),
+        _ => Ok(()),
+    }
+}
+
+/// Deletes `dir` by first renaming it to `graveyard` (a `~…deleted` name), so that a
+/// crash halfway through `remove_dir_all` leaves a folder the next open recognizes as
+/// garbage, never a half-deleted topic under a live name.
+fn discard_dir(dir: &Path, graveyard: &Path) -> Result<()> {
+    match fs::rename(dir, graveyard) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).ctx("rename for deletion", dir),
+    }
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    fs::remove_dir_all(graveyard).ctx("remove", graveyard)
+}
+
+/// Finishes what a crash interrupted, before any log is opened:
+/// - `<topic>~<id>.deleted` folders are removed;
+/// - a topic folder the registry does not name is the remains of a deletion (the
+///   registry is persisted first) and is removed;
+/// - partition folders beyond a topic's count are the remains of an unfinished
+///   `create_partitions` and are removed.
+///
+/// If `topics.json` does not exist at all but topic folders do, the registry was lost,
+/// not a deletion interrupted: refuse to start rather than delete every topic.
+fn clean_topics_dir(topics_dir: &Path, registry: &TopicRegistry) -> Result<()> {
+    let mut removed = false;
+    for entry in fs::read_dir(topics_dir).ctx("list", topics_dir)? {
+        let entry = entry.ctx("list", topics_dir)?;
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            warn!(path = %path.display(), "ignoring a file with a non UTF-8 name in the topics folder");
+            continue;
+        };
+        if name.contains('~') && name.ends_with(DELETED_SUFFIX) {
+            info!(path = %path.display(), "removing the remains of a deleted topic");
+            fs::remove_dir_all(&path).ctx("remove", &path)?;
+            removed = true;
+            continue;
+        }
+        if TopicName::new(name.clone()).is_err() || !path.is_dir() {
+            warn!(path = %path.display(), "ignoring an unexpected entry in the topics folder");
+            continue;
+        }
+        match registry.get(&name) {
+            Some(record) => {
+                removed |= clean_partition_dirs(&path, record)?;
+            }
+            None if !registry.existed() => {
+                return Err(CoreError::CorruptRegistry {
+                    path: registry.path(),
+                    reason: format!(
+                        "the file is missing but topic data exists in {}; restore {} or remove the topic folders to start empty",
+                        topics_dir.display(),
+                        registry.path().display()
+                    ),
+                });
+            }
+            None => {
+                warn!(topic = %name, "removing a topic folder the registry does not name (an interrupted delete)");
+                let graveyard =
+                    topics_dir.join(format!("{name}~{}{DELETED_SUFFIX}", uuid::Uuid::new_v4()));
+                discard_dir(&path, &graveyard)?;
+            }
+        }
+    }
+    if removed {
+        sync_dir(topics_dir)?;
+    }
+    Ok(())
+}
+
+fn clean_partition_dirs(topic_dir: &Path, record: &TopicRecord) -> Result<bool> {
+    let mut removed = false;
+    for entry in fs::read_dir(topic_dir).ctx("list", topic_dir)? {
+        let entry = entry.ctx("list", topic_dir)?;
+        let index = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok());
+        if let Some(index) = index {
+            if index >= record.partitions {
+                let path = entry.path();
+                warn!(topic = %record.name, partition = index, "removing a partition folder beyond the topic's partition count (an interrupted partition increase)");
+                fs::remove_dir_all(&path).ctx("remove", &path)?;
+                removed = true;
+            }
+        }
+    }
+    if removed {
+        sync_dir(topic_dir)?;
+    }
+    Ok(removed)
+}

@@ -1,0 +1,124 @@
+//! Errors of the broker core. Each names the topic, partition, key or file it is about,
+//! so a front-end can turn it into its protocol's error code and a readable message.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use wharf_log::LogError;
+
+/// Everything that can go wrong in the broker core.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The topic name breaks Kafka's rules (Kafka `INVALID_TOPIC_EXCEPTION`).
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName { name: String, reason: String },
+
+    /// A topic setting has a value outside its domain (Kafka `INVALID_CONFIG`).
+    #[error("invalid value {value:?} for topic config `{key}`: {reason}")]
+    InvalidConfig {
+        key: String,
+        value: String,
+        reason: String,
+    },
+
+    /// The key is not a topic setting Wharf knows (Kafka `INVALID_CONFIG`).
+    #[error("unknown topic config `{key}` (supported: {supported})")]
+    UnknownConfig { key: String, supported: String },
+
+    /// A valid Kafka setting whose feature Wharf does not have yet, such as
+    /// `cleanup.policy=compact` (Kafka `INVALID_CONFIG`).
+    #[error("topic config `{key}={value}` is not supported yet: {reason}")]
+    UnsupportedConfig {
+        key: String,
+        value: String,
+        reason: String,
+    },
+
+    /// A partition count that is zero, too large, or not an increase
+    /// (Kafka `INVALID_PARTITIONS`).
+    #[error("invalid partition count {count} for topic {topic:?}: {reason}")]
+    InvalidPartitions {
+        topic: String,
+        count: u32,
+        reason: String,
+    },
+
+    /// Kafka `TOPIC_ALREADY_EXISTS`.
+    #[error("topic {name:?} already exists")]
+    TopicExists { name: String },
+
+    /// Kafka `UNKNOWN_TOPIC_OR_PARTITION`.
+    #[error("unknown topic {name:?}")]
+    UnknownTopic { name: String },
+
+    /// Kafka `UNKNOWN_TOPIC_OR_PARTITION`.
+    #[error(
+        "unknown partition {partition} of topic {topic:?}, which has {partitions} partition(s)"
+    )]
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
+
+    /// `topics.json` exists but cannot be understood. The broker refuses to start rather
+    /// than guess, because guessing could delete topics.
+    #[error("topic registry {path} is corrupt: {reason}")]
+    CorruptRegistry { path: PathBuf, reason: String },
+
+    /// Another process holds the data directory's lock.
+    #[error("data directory {dir} is locked: {lock} is held by another process (is another wharf running on this data directory?)", lock = dir.join(".lock").display())]
+    DataDirLocked { dir: PathBuf },
+
+    /// File system trouble outside the partition logs (the registry, topic directories).
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// Opening the data directory (its lock) failed for a reason other than contention.
+    #[error("data directory {dir}: {source}")]
+    DataDir {
+        dir: PathBuf,
+        #[source]
+        source: LogError,
+    },
+
+    /// An operation on one partition's log failed.
+    #[error("topic {topic:?} partition {partition}: {source}")]
+    Log {
+        topic: String,
+        partition: u32,
+        #[source]
+        source: LogError,
+    },
+
+    /// The broker is shutting down or has shut down; no new work is accepted.
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+
+    /// A blocking task panicked or was cancelled; a bug, reported instead of propagated as
+    /// a panic so one request cannot take the broker down.
+    #[error("internal error in {what}: {reason}")]
+    Internal { what: &'static str, reason: String },
+}
+
+/// Result with [`CoreError`].
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;
+
+pub(crate) trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, op: &'static str, path: &Path) -> Result<T> {
+        self.map_err(|source| CoreError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
