@@ -94,7 +94,8 @@ impl BatchHeader {
 
     /// Offset of the last record, given the base offset stored in the header.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset.saturating_add(i64::from(self.last_offset_delta))
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
     }
 
     /// Compression codec bits of `attributes` (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
@@ -149,7 +150,10 @@ pub fn validate(b: &[u8]) -> Result<(BatchHeader, usize), BatchDefect> {
         available: b.len(),
     })?;
     let total = header.total_len().ok_or_else(|| {
-        BatchDefect::Malformed(format!("batch length {} is impossible", header.batch_length))
+        BatchDefect::Malformed(format!(
+            "batch length {} is impossible",
+            header.batch_length
+        ))
     })?;
     if header.magic != MAGIC_V2 {
         return Err(BatchDefect::Malformed(format!(
@@ -295,9 +299,8 @@ impl RecordBatchBuilder {
         self.max_timestamp = self.max_timestamp.max(r.timestamp);
         let ts_delta = r.timestamp.wrapping_sub(self.base_timestamp);
         let offset_delta = i64::from(self.count);
-        let mut body = Vec::with_capacity(
-            16 + r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len),
-        );
+        let mut body =
+            Vec::with_capacity(16 + r.key.map_or(0, <[u8]>::len) + r.value.map_or(0, <[u8]>::len));
         body.push(0); // record attributes
         put_varint(&mut body, ts_delta);
         put_varint(&mut body, offset_delta);

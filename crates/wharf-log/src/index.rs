@@ -47,14 +47,7 @@ pub(crate) struct Indexes {
 impl Indexes {
     /// Notes a batch at `pos` holding `rel..=last_rel` whose max timestamp is `max_ts`.
     /// `max_ts_so_far` is the segment's max timestamp including this batch.
-    pub fn on_batch(
-        &mut self,
-        rel: u32,
-        pos: u32,
-        len: u32,
-        max_ts_so_far: i64,
-        interval: u32,
-    ) {
+    pub fn on_batch(&mut self, rel: u32, pos: u32, len: u32, max_ts_so_far: i64, interval: u32) {
         if self.offsets.is_empty() || self.bytes_since_entry >= u64::from(interval) {
             self.offsets.push(OffsetEntry { rel, pos });
             self.bytes_since_entry = 0;
@@ -109,7 +102,12 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Writes both index files for a segment whose log is `log_len` bytes long.
-pub(crate) fn store(offset_path: &Path, time_path: &Path, idx: &Indexes, log_len: u64) -> Result<()> {
+pub(crate) fn store(
+    offset_path: &Path,
+    time_path: &Path,
+    idx: &Indexes,
+    log_len: u64,
+) -> Result<()> {
     let mut o = Vec::with_capacity(idx.offsets.len() * 8);
     for e in &idx.offsets {
         o.extend_from_slice(&e.rel.to_be_bytes());
@@ -174,7 +172,9 @@ pub(crate) fn load(offset_path: &Path, time_path: &Path, log_len: u64) -> Option
     let sorted = offsets
         .windows(2)
         .all(|w| w[0].rel < w[1].rel && w[0].pos < w[1].pos)
-        && times.windows(2).all(|w| w[0].rel < w[1].rel && w[0].ts < w[1].ts)
+        && times
+            .windows(2)
+            .all(|w| w[0].rel < w[1].rel && w[0].ts < w[1].ts)
         && offsets.iter().all(|e| u64::from(e.pos) < log_len.max(1));
     if !sorted || (log_len > 0 && offsets.first().is_none_or(|e| e.pos != 0)) {
         return None;

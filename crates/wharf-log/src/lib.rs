@@ -26,10 +26,10 @@ mod segment;
 mod shared;
 
 pub use config::{
-    FlushPolicy, LogConfig, ParseFlushPolicyError, DEFAULT_MAX_BATCH_BYTES,
-    DEFAULT_RETENTION_MS, DEFAULT_SEGMENT_BYTES,
+    FlushPolicy, LogConfig, ParseFlushPolicyError, DEFAULT_MAX_BATCH_BYTES, DEFAULT_RETENTION_MS,
+    DEFAULT_SEGMENT_BYTES,
 };
 pub use error::{LogError, Result};
 pub use lock::DirLock;
 pub use log::{AppendInfo, Log, ReadResult, RecoveryReport, RetentionReport};
-pub use shared::SharedLog;
+pub use shared::{LogStats, SharedLog};

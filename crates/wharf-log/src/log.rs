@@ -382,7 +382,8 @@ impl Log {
                     max: self.config.max_batch_bytes,
                 });
             }
-            if h.record_count < 1 || i64::from(h.record_count) != i64::from(h.last_offset_delta) + 1 {
+            if h.record_count < 1 || i64::from(h.record_count) != i64::from(h.last_offset_delta) + 1
+            {
                 return Err(LogError::InvalidBatch {
                     position: pos,
                     reason: format!(
@@ -431,8 +432,13 @@ impl Log {
         for (p, h, total) in &headers {
             seg.max_ts = seg.max_ts.max(h.max_timestamp);
             let rel = (rel_offset - seg.base) as u32;
-            seg.idx
-                .on_batch(rel, (at + *p as u64) as u32, *total as u32, seg.max_ts, interval);
+            seg.idx.on_batch(
+                rel,
+                (at + *p as u64) as u32,
+                *total as u32,
+                seg.max_ts,
+                interval,
+            );
             rel_offset += h.last_offset_delta as u64 + 1;
         }
         seg.size += len;
@@ -509,7 +515,12 @@ impl Log {
             .filter(|s| s.dirty)
             .map(|s| (s.file.clone(), s.path.clone()))
             .collect();
-        (files, self.log_end_offset(), self.active().size, self.generation)
+        (
+            files,
+            self.log_end_offset(),
+            self.active().size,
+            self.generation,
+        )
     }
 
     /// Records that an fdatasync covered the log up to `offset` (at byte `pos` of the
@@ -562,10 +573,17 @@ impl Log {
         };
         let mut parts = Vec::new();
         if offset < self.committed {
-            let first = self.segments.partition_point(|s| s.base <= offset).saturating_sub(1);
+            let first = self
+                .segments
+                .partition_point(|s| s.base <= offset)
+                .saturating_sub(1);
             let last = self.segments.len() - 1;
             for (i, s) in self.segments.iter().enumerate().skip(first) {
-                let limit = if i == last { self.committed_pos } else { s.size };
+                let limit = if i == last {
+                    self.committed_pos
+                } else {
+                    s.size
+                };
                 if limit == 0 || s.next_offset <= offset {
                     continue;
                 }
@@ -634,7 +652,9 @@ impl Log {
         if let Some(ms) = self.config.retention_ms {
             let cutoff = now_ms.saturating_sub(ms as i64);
             let expired = |s: &Segment| s.max_ts < cutoff;
-            if self.segments.len() == 1 || self.segments[..self.segments.len() - 1].iter().all(expired) {
+            if self.segments.len() == 1
+                || self.segments[..self.segments.len() - 1].iter().all(expired)
+            {
                 let a = self.active();
                 if a.size > 0 && expired(a) {
                     self.roll()?;
@@ -682,7 +702,10 @@ impl Log {
                 log_end,
             });
         }
-        let i = self.segments.partition_point(|s| s.base <= offset).saturating_sub(1);
+        let i = self
+            .segments
+            .partition_point(|s| s.base <= offset)
+            .saturating_sub(1);
         let (pos, new_end) = if offset <= self.segments[i].base {
             (0, self.segments[i].base)
         } else {
@@ -710,7 +733,10 @@ impl Log {
         self.generation += 1;
         self.committed = new_end;
         self.committed_pos = pos;
-        self.log_start = self.log_start.min(new_end);
+        if new_end < self.log_start {
+            write_log_start(&self.dir, new_end)?;
+            self.log_start = new_end;
+        }
         Ok(())
     }
 

@@ -21,12 +21,20 @@ pub(crate) fn time_index_path(dir: &Path, base: u64) -> PathBuf {
 
 /// Makes a create, rename or delete in `dir` durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).ctx("open", dir)?.sync_all().ctx("fsync", dir)
+    File::open(dir)
+        .ctx("open", dir)?
+        .sync_all()
+        .ctx("fsync", dir)
 }
 
 /// Reads the header of the batch at `pos`; `Ok(None)` when fewer than a header's bytes
 /// remain before `limit`.
-pub(crate) fn read_header(file: &File, path: &Path, pos: u64, limit: u64) -> Result<Option<BatchHeader>> {
+pub(crate) fn read_header(
+    file: &File,
+    path: &Path,
+    pos: u64,
+    limit: u64,
+) -> Result<Option<BatchHeader>> {
     if pos + HEADER_LEN as u64 > limit {
         return Ok(None);
     }
@@ -91,7 +99,12 @@ impl Segment {
     /// match the log; otherwise (or when they do not) scans and validates every batch.
     /// The returned scan reports a defect when the file holds bytes past its valid end;
     /// the caller decides whether to cut them.
-    pub fn open(dir: &Path, base: u64, trust_index: bool, interval: u32) -> Result<(Segment, Scan, bool)> {
+    pub fn open(
+        dir: &Path,
+        base: u64,
+        trust_index: bool,
+        interval: u32,
+    ) -> Result<(Segment, Scan, bool)> {
         let path = log_path(dir, base);
         let file = OpenOptions::new()
             .read(true)
@@ -111,7 +124,9 @@ impl Segment {
             idx: Indexes::default(),
         };
         if trust_index {
-            if let Some(idx) = index::load(&index_path(dir, base), &time_index_path(dir, base), size) {
+            if let Some(idx) =
+                index::load(&index_path(dir, base), &time_index_path(dir, base), size)
+            {
                 // Validate from the last indexed batch to the end: the tail is what a
                 // crash would have torn, and it also yields next_offset.
                 let from = idx.offsets.last().map_or(0, |e| u64::from(e.pos));
@@ -138,13 +153,22 @@ impl Segment {
     /// Walks batches from `pos` (which holds `expected` as its base offset) to the end of
     /// the file, checking each (CRC too when `check_crc`), and sets `next_offset` and
     /// `max_ts`. With `index`, adds index entries on the way.
-    fn scan_from(&mut self, mut pos: u64, mut expected: u64, check_crc: bool, interval: u32, index: bool) -> Result<Scan> {
+    fn scan_from(
+        &mut self,
+        mut pos: u64,
+        mut expected: u64,
+        check_crc: bool,
+        interval: u32,
+        index: bool,
+    ) -> Result<Scan> {
         let mut buf = Vec::new();
         let mut defect = None;
         while pos < self.size {
             let remaining = self.size - pos;
             let Some(h) = read_header(&self.file, &self.path, pos, self.size)? else {
-                defect = Some(format!("{remaining} trailing bytes, fewer than a batch header"));
+                defect = Some(format!(
+                    "{remaining} trailing bytes, fewer than a batch header"
+                ));
                 break;
             };
             let Some(total) = h.total_len() else {
@@ -156,12 +180,17 @@ impl Segment {
                 break;
             }
             if h.base_offset != expected as i64 {
-                defect = Some(format!("base offset {} where {expected} was expected", h.base_offset));
+                defect = Some(format!(
+                    "base offset {} where {expected} was expected",
+                    h.base_offset
+                ));
                 break;
             }
             if check_crc {
                 buf.resize(total, 0);
-                self.file.read_exact_at(&mut buf, pos).ctx("read", &self.path)?;
+                self.file
+                    .read_exact_at(&mut buf, pos)
+                    .ctx("read", &self.path)?;
                 if let Err(d) = batch::validate(&buf) {
                     defect = Some(d.to_string());
                     break;
@@ -173,13 +202,17 @@ impl Segment {
             let rel = (expected - self.base) as u32;
             self.max_ts = self.max_ts.max(h.max_timestamp);
             if index {
-                self.idx.on_batch(rel, pos as u32, total as u32, self.max_ts, interval);
+                self.idx
+                    .on_batch(rel, pos as u32, total as u32, self.max_ts, interval);
             }
             expected += h.last_offset_delta as u64 + 1;
             pos += total as u64;
         }
         self.next_offset = expected;
-        Ok(Scan { valid_len: pos, defect })
+        Ok(Scan {
+            valid_len: pos,
+            defect,
+        })
     }
 
     /// Cuts the file at `len` bytes, whose last batch ends at `next_offset`, and rebuilds
@@ -204,12 +237,19 @@ impl Segment {
     /// Finds the batch holding `offset` (which must be in `base..next_offset`):
     /// its position and base offset.
     pub fn locate(&self, offset: u64) -> Result<(u64, u64)> {
-        locate_in(&self.file, &self.path, &self.idx, self.base, offset, self.size)
+        locate_in(
+            &self.file, &self.path, &self.idx, self.base, offset, self.size,
+        )
     }
 
     /// Writes the index files, describing the log as it is now.
     pub fn store_index(&self, dir: &Path) -> Result<()> {
-        index::store(&index_path(dir, self.base), &time_index_path(dir, self.base), &self.idx, self.size)
+        index::store(
+            &index_path(dir, self.base),
+            &time_index_path(dir, self.base),
+            &self.idx,
+            self.size,
+        )
     }
 
     pub fn remove_files(&self, dir: &Path) -> Result<()> {
@@ -234,7 +274,14 @@ impl Segment {
 }
 
 /// Scans batch headers from the index floor for the batch holding `offset`.
-pub(crate) fn locate_in(file: &File, path: &Path, idx: &Indexes, base: u64, offset: u64, limit: u64) -> Result<(u64, u64)> {
+pub(crate) fn locate_in(
+    file: &File,
+    path: &Path,
+    idx: &Indexes,
+    base: u64,
+    offset: u64,
+    limit: u64,
+) -> Result<(u64, u64)> {
     let floor = idx.floor(u32::try_from(offset - base).unwrap_or(u32::MAX));
     let mut pos = u64::from(floor.pos);
     let mut at = base + u64::from(floor.rel);
@@ -243,7 +290,9 @@ pub(crate) fn locate_in(file: &File, path: &Path, idx: &Indexes, base: u64, offs
             return Err(LogError::Io {
                 op: "locate offset",
                 path: path.to_path_buf(),
-                source: std::io::Error::other(format!("offset {offset} not found before byte {limit}")),
+                source: std::io::Error::other(format!(
+                    "offset {offset} not found before byte {limit}"
+                )),
             });
         };
         let Some(total) = h.total_len() else {

@@ -10,6 +10,7 @@
 //! Lock order: `state` before `sync`; never the other way round.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -32,6 +33,17 @@ pub struct SharedLog {
     state: Mutex<Log>,
     sync: Mutex<SyncState>,
     synced: Condvar,
+    appends: AtomicU64,
+    syncs: AtomicU64,
+}
+
+/// Counters of one log since it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogStats {
+    /// Successful `append` calls.
+    pub appends: u64,
+    /// fdatasync rounds run by group commit or `sync` (each covers every dirty segment).
+    pub syncs: u64,
 }
 
 fn now_ms() -> i64 {
@@ -56,6 +68,8 @@ impl SharedLog {
             state: Mutex::new(log),
             sync: Mutex::new(sync),
             synced: Condvar::new(),
+            appends: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
         })
     }
 
@@ -104,6 +118,7 @@ impl SharedLog {
         if policy == FlushPolicy::Always {
             self.wait_durable(info.last_offset + 1, generation)?;
         }
+        self.appends.fetch_add(1, Ordering::Relaxed);
         Ok(info)
     }
 
@@ -122,7 +137,9 @@ impl SharedLog {
                 return Err(LogError::Io {
                     op: "append",
                     path: self.dir.clone(),
-                    source: std::io::Error::other("the log was truncated before the batch was synced"),
+                    source: std::io::Error::other(
+                        "the log was truncated before the batch was synced",
+                    ),
                 });
             }
             if st.durable >= end {
@@ -149,6 +166,9 @@ impl SharedLog {
     /// One fdatasync of everything written so far, outside the append lock.
     fn sync_once(&self) -> Result<()> {
         let (files, offset, pos, generation) = self.log().sync_target();
+        if !files.is_empty() {
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+        }
         for (file, path) in &files {
             if let Err(source) = file.sync_data() {
                 let err = LogError::Io {
@@ -239,7 +259,9 @@ impl SharedLog {
         }
         let r = self.sync_once();
         if let Err(e) = &r {
-            self.sync_state().failed.get_or_insert_with(|| e.to_string());
+            self.sync_state()
+                .failed
+                .get_or_insert_with(|| e.to_string());
         }
         r
     }
@@ -259,6 +281,13 @@ impl SharedLog {
         log.close()?;
         self.publish(&log);
         Ok(())
+    }
+
+    pub fn stats(&self) -> LogStats {
+        LogStats {
+            appends: self.appends.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
+        }
     }
 
     pub fn recovery_report(&self) -> RecoveryReport {

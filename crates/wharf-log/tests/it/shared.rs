@@ -1,0 +1,88 @@
+//! The thread-safe handle: group commit under concurrency, interval policy, close.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wharf_log::{FlushPolicy, LogConfig, LogError, SharedLog};
+
+use crate::common::{batch, split};
+
+#[test]
+fn concurrent_appenders_share_syncs_and_get_distinct_contiguous_offsets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig {
+        segment_bytes: 64 * 1024,
+        ..LogConfig::default()
+    };
+    assert_eq!(
+        cfg.flush,
+        FlushPolicy::Always,
+        "durable policy is the default"
+    );
+    let log = Arc::new(SharedLog::open(dir.path(), cfg).expect("open"));
+    let threads = 8u64;
+    let per_thread = 40u64;
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..per_thread {
+                    let seed = t * 1000 + i;
+                    let info = log.append(&mut batch(seed, 2, 300, 0)).expect("append");
+                    // Acknowledged means readable: at or below the high watermark.
+                    assert!(log.high_watermark() > info.last_offset);
+                    mine.push((info.base_offset, seed));
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut all: Vec<(u64, u64)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("thread"))
+        .collect();
+    all.sort();
+    let stored = split(&log.read(0, usize::MAX).expect("read").bytes);
+    assert_eq!(stored.len() as u64, threads * per_thread);
+    for ((base, seed), (sbase, bytes)) in all.iter().zip(&stored) {
+        assert_eq!(base, sbase);
+        let mut expect = batch(*seed, 2, 300, 0);
+        wharf_log::batch::set_base_offset(&mut expect, *base as i64);
+        assert_eq!(&expect, bytes);
+    }
+    let stats = log.stats();
+    assert_eq!(stats.appends, threads * per_thread);
+    assert!(stats.syncs < stats.appends, "no sync was shared: {stats:?}");
+}
+
+#[test]
+fn interval_policy_acknowledges_at_once_and_sync_covers_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig {
+        flush: FlushPolicy::Interval(Duration::from_millis(50)),
+        ..LogConfig::default()
+    };
+    let log = SharedLog::open(dir.path(), cfg).expect("open");
+    let info = log.append(&mut batch(1, 1, 10, 0)).expect("append");
+    assert_eq!(log.high_watermark(), info.last_offset + 1);
+    assert_eq!(log.stats().syncs, 0);
+    log.sync().expect("sync");
+    assert_eq!(log.stats().syncs, 1);
+}
+
+#[test]
+fn closed_log_refuses_writes_and_reopens_clean() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = SharedLog::open(dir.path(), LogConfig::default()).expect("open");
+    log.append(&mut batch(1, 3, 10, 0)).expect("append");
+    log.close().expect("close");
+    assert!(matches!(
+        log.append(&mut batch(2, 1, 10, 0)),
+        Err(LogError::Closed { .. })
+    ));
+    drop(log);
+    let log = SharedLog::open(dir.path(), LogConfig::default()).expect("reopen");
+    assert!(log.recovery_report().clean);
+    assert_eq!(log.log_end_offset(), 3);
+}
