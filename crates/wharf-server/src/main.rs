@@ -1,1 +1,196 @@
-fn main(){}
+//! The `wharf` binary: parses settings, opens the broker, serves the front-ends, and
+//! shuts everything down cleanly on SIGINT or SIGTERM.
+
+mod config;
+mod http;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+use wharf_core::{Broker, BrokerConfig};
+
+use crate::config::{Cli, Command, ServeConfig};
+
+/// How long in-flight HTTP requests get to finish after a shutdown signal.
+const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    // Usage errors and --help/--version exit here, with clap's own messages and codes.
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    init_tracing();
+    let result = match &cli.command {
+        Command::Serve(args) => {
+            ServeConfig::resolve(args, matches.subcommand_matches("serve")).and_then(run_serve)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, with the cause chain: "wharf: error: data directory … is locked: …"
+            eprintln!("wharf: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(f) => f,
+        Err(e) => {
+            if std::env::var_os("RUST_LOG").is_some() {
+                eprintln!("wharf: ignoring RUST_LOG ({e}); logging at info");
+            }
+            EnvFilter::new("info")
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn run_serve(config: ServeConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("wharf-worker")
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(serve(config));
+    // Everything the broker runs has been stopped by `serve`; do not hang on a stray
+    // blocking task at exit.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
+}
+
+async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    // Install the handlers before anything slow, so a signal during recovery is not
+    // fatal: it is noticed once the broker is open, which then shuts down cleanly.
+    let stop = watch_for_shutdown_signals()?;
+
+    let (data_dir, data_dir_from) = &config.data_dir;
+    let (kafka_addr, kafka_from) = config.kafka_addr;
+    let (http_addr, http_from) = config.http_addr;
+    let (flush, flush_from) = config.flush;
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        data_dir = %data_dir.display(),
+        data_dir_from = %data_dir_from,
+        kafka_addr = %kafka_addr,
+        kafka_addr_from = %kafka_from,
+        http_addr = %http_addr,
+        http_addr_from = %http_from,
+        flush = %flush,
+        flush_from = %flush_from,
+        config_file = ?config.config_file,
+        "starting wharf"
+    );
+
+    let mut broker_config = BrokerConfig::new(data_dir.clone());
+    broker_config.flush = flush;
+    let broker = Arc::new(Broker::open(broker_config).await?);
+    let topics = broker.list_topics();
+    let partitions: u32 = topics.iter().map(|t| t.partitions).sum();
+    info!(
+        topics = topics.len(),
+        partitions,
+        names = ?topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        "topics recovered"
+    );
+
+    let served = serve_http(http_addr, kafka_addr, stop).await;
+    let closed = broker
+        .shutdown()
+        .await
+        .context("shutting down the broker (some data may not have been synced)");
+    match (served, closed) {
+        (Ok(()), Ok(())) => {
+            info!("wharf stopped");
+            Ok(())
+        }
+        (Err(e), closed) => {
+            if let Err(c) = closed {
+                error!("{c:#}");
+            }
+            Err(e)
+        }
+        (Ok(()), Err(c)) => Err(c),
+    }
+}
+
+/// Binds the HTTP listener (only now that the broker is open) and serves until `stop`.
+async fn serve_http(
+    http_addr: std::net::SocketAddr,
+    kafka_addr: std::net::SocketAddr,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP listener on {http_addr}"))?;
+    let bound = listener
+        .local_addr()
+        .with_context(|| format!("reading the address bound for {http_addr}"))?;
+    info!(http_addr = %bound, "HTTP API listening");
+    info!(
+        kafka_addr = %kafka_addr,
+        "Kafka listener not started: it arrives with the Kafka front-end"
+    );
+    info!("wharf ready");
+
+    let server =
+        axum::serve(listener, http::router()).with_graceful_shutdown(stopped(stop.clone()));
+    let mut server = tokio::spawn(async move { server.await });
+    tokio::select! {
+        joined = &mut server => {
+            joined.context("the HTTP server task failed")?.context("serving HTTP")?;
+        }
+        () = async { stopped(stop).await; tokio::time::sleep(HTTP_DRAIN_TIMEOUT).await } => {
+            warn!("HTTP requests still open {HTTP_DRAIN_TIMEOUT:?} after the shutdown signal; closing them");
+            server.abort();
+        }
+    }
+    Ok(())
+}
+
+/// Resolves once a shutdown was requested.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens at exit: stop too.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Turns the first SIGINT or SIGTERM into `true` on the returned watch.
+fn watch_for_shutdown_signals() -> anyhow::Result<watch::Receiver<bool>> {
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!("{name} received: stopping (no new connections, then flush and close)");
+        let _ = tx.send(true);
+        // Keep the handlers installed, so a second signal does not kill the process
+        // halfway through closing the logs.
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            warn!("already shutting down");
+        }
+    });
+    Ok(rx)
+}

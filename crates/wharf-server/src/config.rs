@@ -1,0 +1,297 @@
+//! Command line, environment and config file, merged into one [`ServeConfig`].
+//!
+//! Precedence, highest first: command line, environment (`WHARF_*`), the TOML file given
+//! by `--config`, built-in default. Clap merges the first two (a flag beats its `env`);
+//! no clap `default_value` is set, so "not given" stays visible and the file and the
+//! built-in default can be applied below it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Parser, Subcommand};
+use serde::Deserialize;
+use wharf_log::FlushPolicy;
+
+pub const DEFAULT_DATA_DIR: &str = "./wharf-data";
+pub const DEFAULT_KAFKA_ADDR: &str = "127.0.0.1:9092";
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+
+const SETTINGS_HELP: &str = "\
+Settings of `wharf serve` (command line > environment > config file > default):
+
+  --data-dir <DIR>        WHARF_DATA_DIR    data_dir    default ./wharf-data
+  --kafka-addr <IP:PORT>  WHARF_KAFKA_ADDR  kafka_addr  default 127.0.0.1:9092
+  --http-addr <IP:PORT>   WHARF_HTTP_ADDR   http_addr   default 127.0.0.1:8080
+  --flush <POLICY>        WHARF_FLUSH       flush       default always
+  --config <FILE>         WHARF_CONFIG      (TOML file holding the keys above)
+
+Run `wharf serve --help` for what each one does. Logs go to stderr; set RUST_LOG
+(e.g. RUST_LOG=debug or RUST_LOG=wharf_core=debug) to change the level, default info.";
+
+/// Wharf: durable queues and publish/subscribe in one small binary.
+#[derive(Debug, Parser)]
+#[command(name = "wharf", version, after_help = SETTINGS_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a broker on a data directory and serve it until SIGINT or SIGTERM.
+    ///
+    /// Opens (creating if needed) the data directory, takes its lock so no second broker
+    /// can use it, recovers every topic, then serves the HTTP API. On SIGINT or SIGTERM
+    /// it stops accepting connections, syncs and closes every partition log, and exits
+    /// with status 0.
+    ///
+    /// Every setting can come from the command line, the environment or a TOML file
+    /// (`--config`), in that order of precedence, else its built-in default.
+    Serve(ServeArgs),
+}
+
+/// Options of `wharf serve`. `None` means "not on the command line nor in the
+/// environment".
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory holding the topic registry and all partition data [default: ./wharf-data]
+    ///
+    /// Created if missing. Only one broker may use a directory at a time: it is locked
+    /// through `<DIR>/.lock`, and a second `wharf serve` on it exits at once with an
+    /// error. A relative path is taken from the current directory, also when it comes
+    /// from the config file. Config file key: `data_dir`.
+    #[arg(long, env = "WHARF_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address for Kafka clients, IP:PORT [default: 127.0.0.1:9092]
+    ///
+    /// Validated at startup but not bound yet: the Kafka listener arrives with the Kafka
+    /// front-end. Use 0.0.0.0:9092 to accept clients from other machines once it
+    /// exists. Config file key: `kafka_addr`.
+    #[arg(long, env = "WHARF_KAFKA_ADDR", value_name = "IP:PORT")]
+    pub kafka_addr: Option<SocketAddr>,
+
+    /// Address of the HTTP API (GET /health), IP:PORT [default: 127.0.0.1:8080]
+    ///
+    /// Bound only once the broker has opened, so an answer from /health means the broker
+    /// is ready. Port 0 picks a free port; the address actually bound is logged. Config
+    /// file key: `http_addr`.
+    #[arg(long, env = "WHARF_HTTP_ADDR", value_name = "IP:PORT")]
+    pub http_addr: Option<SocketAddr>,
+
+    /// When appended data is fsync'd: always, interval:<ms> or never [default: always]
+    ///
+    /// `always`: a write is acknowledged only after an fdatasync covering it (concurrent
+    /// writes share one), so no acknowledged message is lost even on power failure.
+    /// `interval:<ms>`: acknowledged once written; a flusher syncs every <ms>
+    /// milliseconds, so a machine crash loses up to that much (a process crash loses
+    /// nothing). `never`: the kernel writes back when it likes; fastest, and a machine
+    /// crash can lose any unsynced data. Config file key: `flush`.
+    #[arg(long, env = "WHARF_FLUSH", value_name = "POLICY")]
+    pub flush: Option<FlushPolicy>,
+
+    /// TOML file with any of the keys data_dir, kafka_addr, http_addr, flush
+    ///
+    /// Values in the file apply where neither the command line nor the environment set
+    /// one. Unknown keys are an error, so a typo does not go unnoticed. Example:
+    ///
+    ///     data_dir = "/var/lib/wharf"
+    ///     http_addr = "0.0.0.0:8080"
+    ///     flush = "interval:100"
+    #[arg(long, env = "WHARF_CONFIG", value_name = "FILE", verbatim_doc_comment)]
+    pub config: Option<PathBuf>,
+}
+
+/// Where a setting's value came from; logged at startup to make precedence visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    CommandLine,
+    Environment,
+    ConfigFile,
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Source::CommandLine => "flag",
+            Source::Environment => "env",
+            Source::ConfigFile => "file",
+            Source::Default => "default",
+        })
+    }
+}
+
+/// The merged settings of `wharf serve`, each with where it came from.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: (PathBuf, Source),
+    pub kafka_addr: (SocketAddr, Source),
+    pub http_addr: (SocketAddr, Source),
+    pub flush: (FlushPolicy, Source),
+    pub config_file: Option<PathBuf>,
+}
+
+/// The `--config` file. Every key optional; unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    kafka_addr: Option<String>,
+    http_addr: Option<String>,
+    flush: Option<String>,
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        // toml's message spans several lines with a source excerpt; keep it on one.
+        let msg = e.message().to_string();
+        // Quote the offending line: toml's message alone may not name the key.
+        let at = e
+            .span()
+            .map(|s| {
+                let start = s.start.min(text.len());
+                let line_no = text[..start].matches('\n').count() + 1;
+                let line = text.lines().nth(line_no - 1).unwrap_or_default().trim();
+                format!(", line {line_no} `{line}`")
+            })
+            .unwrap_or_default();
+        anyhow!("config file {}{at}: {msg}", path.display())
+    })
+}
+
+fn parse_file_value<T>(path: &Path, key: &str, value: &str) -> anyhow::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| anyhow!("config file {}: {key} = {value:?}: {e}", path.display()))
+}
+
+fn source_of(matches: Option<&ArgMatches>, id: &str) -> Source {
+    match matches.and_then(|m| m.value_source(id)) {
+        Some(ValueSource::EnvVariable) => Source::Environment,
+        _ => Source::CommandLine,
+    }
+}
+
+impl ServeConfig {
+    /// Merges `args` (command line and environment, as parsed by clap from `matches`)
+    /// with the config file and the defaults.
+    pub fn resolve(args: &ServeArgs, matches: Option<&ArgMatches>) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let path = args.config.as_deref().unwrap_or(Path::new(""));
+
+        let data_dir = match (&args.data_dir, &file.data_dir) {
+            (Some(d), _) => (d.clone(), source_of(matches, "data_dir")),
+            (None, Some(d)) => (d.clone(), Source::ConfigFile),
+            (None, None) => (PathBuf::from(DEFAULT_DATA_DIR), Source::Default),
+        };
+        let kafka_addr = match (args.kafka_addr, &file.kafka_addr) {
+            (Some(a), _) => (a, source_of(matches, "kafka_addr")),
+            (None, Some(a)) => (parse_file_value(path, "kafka_addr", a)?, Source::ConfigFile),
+            (None, None) => (parse_default(DEFAULT_KAFKA_ADDR)?, Source::Default),
+        };
+        let http_addr = match (args.http_addr, &file.http_addr) {
+            (Some(a), _) => (a, source_of(matches, "http_addr")),
+            (None, Some(a)) => (parse_file_value(path, "http_addr", a)?, Source::ConfigFile),
+            (None, None) => (parse_default(DEFAULT_HTTP_ADDR)?, Source::Default),
+        };
+        let flush = match (args.flush, &file.flush) {
+            (Some(f), _) => (f, source_of(matches, "flush")),
+            (None, Some(f)) => (parse_file_value(path, "flush", f)?, Source::ConfigFile),
+            (None, None) => (FlushPolicy::default(), Source::Default),
+        };
+        Ok(ServeConfig {
+            data_dir,
+            kafka_addr,
+            http_addr,
+            flush,
+            config_file: args.config.clone(),
+        })
+    }
+}
+
+fn parse_default(addr: &str) -> anyhow::Result<SocketAddr> {
+    addr.parse()
+        .with_context(|| format!("built-in default address {addr}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn args(data_dir: Option<&str>, config: Option<PathBuf>) -> ServeArgs {
+        ServeArgs {
+            data_dir: data_dir.map(PathBuf::from),
+            kafka_addr: None,
+            http_addr: None,
+            flush: None,
+            config,
+        }
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_given() {
+        let c = ServeConfig::resolve(&args(None, None), None).unwrap();
+        assert_eq!(
+            c.data_dir,
+            (PathBuf::from(DEFAULT_DATA_DIR), Source::Default)
+        );
+        assert_eq!(c.kafka_addr.0.to_string(), DEFAULT_KAFKA_ADDR);
+        assert_eq!(c.http_addr.0.to_string(), DEFAULT_HTTP_ADDR);
+        assert_eq!(c.flush, (FlushPolicy::Always, Source::Default));
+    }
+
+    #[test]
+    fn file_fills_what_the_command_line_leaves_open() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "data_dir = \"/from/file\"\nflush = \"never\"\nkafka_addr = \"0.0.0.0:19092\""
+        )
+        .unwrap();
+        let c =
+            ServeConfig::resolve(&args(Some("/from/flag"), Some(f.path().into())), None).unwrap();
+        assert_eq!(
+            c.data_dir,
+            (PathBuf::from("/from/flag"), Source::CommandLine)
+        );
+        assert_eq!(c.flush, (FlushPolicy::Never, Source::ConfigFile));
+        assert_eq!(c.kafka_addr.0.to_string(), "0.0.0.0:19092");
+        assert_eq!(c.http_addr.1, Source::Default);
+    }
+
+    #[test]
+    fn bad_file_values_name_the_file_and_key() {
+        for (body, needle) in [
+            ("kafka_addr = \"localhost\"", "kafka_addr"),
+            ("flush = \"sometimes\"", "flush"),
+            ("data_dri = \"x\"", "data_dri"),
+            ("data_dir = 5", "data_dir"),
+            ("not toml at all [", "line 1"),
+        ] {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            write!(f, "{body}").unwrap();
+            let err = ServeConfig::resolve(&args(None, Some(f.path().into())), None).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains(needle), "{body}: {msg}");
+            assert!(
+                msg.contains(&f.path().display().to_string()),
+                "{body}: {msg}"
+            );
+            assert!(!msg.contains('\n'), "one line: {msg}");
+        }
+    }
+}
