@@ -20,16 +20,22 @@ pub const DEFAULT_KAFKA_ADDR: &str = "127.0.0.1:9092";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 
 const SETTINGS_HELP: &str = "\
-Settings of `wharf serve` (command line > environment > config file > default):
+Settings of `wharf serve`, each from the command line, else the environment, else the
+--config TOML file, else the default:
 
-  --data-dir <DIR>        WHARF_DATA_DIR    data_dir    default ./wharf-data
-  --kafka-addr <IP:PORT>  WHARF_KAFKA_ADDR  kafka_addr  default 127.0.0.1:9092
-  --http-addr <IP:PORT>   WHARF_HTTP_ADDR   http_addr   default 127.0.0.1:8080
-  --flush <POLICY>        WHARF_FLUSH       flush       default always
-  --config <FILE>         WHARF_CONFIG      (TOML file holding the keys above)
+  --data-dir <DIR>        env WHARF_DATA_DIR, file key data_dir, default ./wharf-data
+      Where the topic registry and all partition data live; locked, one broker at a time.
+  --kafka-addr <IP:PORT>  env WHARF_KAFKA_ADDR, file key kafka_addr, default 127.0.0.1:9092
+      Kafka listener address; validated now, bound once the Kafka front-end exists.
+  --http-addr <IP:PORT>   env WHARF_HTTP_ADDR, file key http_addr, default 127.0.0.1:8080
+      HTTP API address (GET /health), bound once the broker is open; port 0 picks one.
+  --flush <POLICY>        env WHARF_FLUSH, file key flush, default always
+      When data is fsync'd: always (no acknowledged loss), interval:<ms>, or never.
+  --config <FILE>         env WHARF_CONFIG, no default
+      TOML file with any of the keys data_dir, kafka_addr, http_addr, flush.
 
-Run `wharf serve --help` for what each one does. Logs go to stderr; set RUST_LOG
-(e.g. RUST_LOG=debug or RUST_LOG=wharf_core=debug) to change the level, default info.";
+Run `wharf serve --help` for details. Logs go to stderr; RUST_LOG sets the level
+(default info; e.g. RUST_LOG=debug or RUST_LOG=wharf_core=debug).";
 
 /// Wharf: durable queues and publish/subscribe in one small binary.
 #[derive(Debug, Parser)]
