@@ -361,44 +361,26 @@ impl Log {
     /// Every batch is checked (header, length, CRC-32C, size limit) before anything is
     /// written, so a bad batch stores nothing. Base offsets are written into `batches`.
     pub fn append(&mut self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo> {
+        let checked = check_batches(batches)?;
+        self.append_checked(batches, &checked, now_ms)
+    }
+
+    /// Appends batches that [`check_batches`] accepted. Split from `append` so that
+    /// [`crate::SharedLog`] can run the CRC checks before taking its lock.
+    pub(crate) fn append_checked(
+        &mut self,
+        batches: &mut [u8],
+        headers: &[(usize, BatchHeader, usize)],
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
         self.check_writable()?;
-        let mut headers: Vec<(usize, BatchHeader, usize)> = Vec::with_capacity(1);
-        let mut pos = 0usize;
-        while pos < batches.len() {
-            let (h, total) = batch::validate(&batches[pos..]).map_err(|d| match d {
-                BatchDefect::CrcMismatch { stored, computed } => LogError::CorruptBatch {
-                    position: pos,
-                    stored,
-                    computed,
-                },
-                other => LogError::InvalidBatch {
-                    position: pos,
-                    reason: other.to_string(),
-                },
-            })?;
-            if total > self.config.max_batch_bytes as usize {
-                return Err(LogError::BatchTooLarge {
-                    size: total,
-                    max: self.config.max_batch_bytes,
-                });
-            }
-            if h.record_count < 1 || i64::from(h.record_count) != i64::from(h.last_offset_delta) + 1
-            {
-                return Err(LogError::InvalidBatch {
-                    position: pos,
-                    reason: format!(
-                        "record count {} does not match last offset delta {}",
-                        h.record_count, h.last_offset_delta
-                    ),
-                });
-            }
-            headers.push((pos, h, total));
-            pos += total;
-        }
-        if headers.is_empty() {
-            return Err(LogError::InvalidBatch {
-                position: 0,
-                reason: "no record batch given".to_string(),
+        if let Some((_, _, total)) = headers
+            .iter()
+            .find(|(_, _, total)| *total > self.config.max_batch_bytes as usize)
+        {
+            return Err(LogError::BatchTooLarge {
+                size: *total,
+                max: self.config.max_batch_bytes,
             });
         }
         let records: u64 = headers.iter().map(|(_, h, _)| h.record_count as u64).sum();
@@ -409,7 +391,7 @@ impl Log {
         let first = self.log_end_offset();
         let mut next = first;
         let mut max_ts = -1i64;
-        for (p, h, _) in &headers {
+        for (p, h, _) in headers {
             batch::set_base_offset(&mut batches[*p..], next as i64);
             next += h.last_offset_delta as u64 + 1;
             max_ts = max_ts.max(h.max_timestamp);
@@ -429,7 +411,7 @@ impl Log {
             });
         }
         let mut rel_offset = first;
-        for (p, h, total) in &headers {
+        for (p, h, total) in headers {
             seg.max_ts = seg.max_ts.max(h.max_timestamp);
             let rel = (rel_offset - seg.base) as u32;
             seg.idx.on_batch(
@@ -781,6 +763,44 @@ impl Log {
         self.closed = true;
         Ok(())
     }
+}
+
+/// Checks a buffer of concatenated batches (structure, CRC-32C, record count) without
+/// touching the log. Returns each batch's position, header and length.
+pub(crate) fn check_batches(batches: &[u8]) -> Result<Vec<(usize, BatchHeader, usize)>> {
+    let mut headers = Vec::with_capacity(1);
+    let mut pos = 0usize;
+    while pos < batches.len() {
+        let (h, total) = batch::validate(&batches[pos..]).map_err(|d| match d {
+            BatchDefect::CrcMismatch { stored, computed } => LogError::CorruptBatch {
+                position: pos,
+                stored,
+                computed,
+            },
+            other => LogError::InvalidBatch {
+                position: pos,
+                reason: other.to_string(),
+            },
+        })?;
+        if h.record_count < 1 || i64::from(h.record_count) != i64::from(h.last_offset_delta) + 1 {
+            return Err(LogError::InvalidBatch {
+                position: pos,
+                reason: format!(
+                    "record count {} does not match last offset delta {}",
+                    h.record_count, h.last_offset_delta
+                ),
+            });
+        }
+        headers.push((pos, h, total));
+        pos += total;
+    }
+    if headers.is_empty() {
+        return Err(LogError::InvalidBatch {
+            position: 0,
+            reason: "no record batch given".to_string(),
+        });
+    }
+    Ok(headers)
 }
 
 fn drop_segment_files(dir: &Path, base: u64) {

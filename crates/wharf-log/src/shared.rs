@@ -105,10 +105,13 @@ impl SharedLog {
 
     /// As `append`, with the wall clock given (milliseconds since the epoch).
     pub fn append_at(&self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo> {
+        // CRC-32C over the whole request runs before the lock, so concurrent appenders
+        // check their batches in parallel.
+        let checked = crate::log::check_batches(batches)?;
         let (info, policy, generation) = {
             let mut log = self.log();
             let hw_before = log.high_watermark();
-            let info = log.append(batches, now_ms)?;
+            let info = log.append_checked(batches, &checked, now_ms)?;
             if log.high_watermark() != hw_before {
                 // A roll (or a non-`always` policy) moved the high watermark.
                 self.publish(&log);
