@@ -248,6 +248,13 @@ impl Log {
                 report.truncated_bytes += cut_bytes;
                 cut = true;
             }
+            if rebuilt && !is_last && !cut {
+                // Store the rebuilt index so the next open need not scan again; sync the
+                // bytes first, as they may still be only in the page cache.
+                seg.dirty = true;
+                seg.sync()?;
+                seg.store_index(&dir)?;
+            }
             segments.push(seg);
             if cut && !is_last {
                 warn!(dir = %dir.display(), dropped = count - i - 1,
@@ -477,9 +484,9 @@ impl Log {
                 self.poison(e.to_string());
                 return Err(e);
             }
+            // Under `never` the bytes are not synced yet, so the index waits for close.
+            seg.store_index(&dir)?;
         }
-        let seg = self.active();
-        seg.store_index(&dir)?;
         let next = seg.next_offset;
         let new = Segment::create(&dir, next)?;
         self.segments.push(new);
@@ -756,7 +763,13 @@ impl Log {
             return Ok(());
         }
         self.sync()?;
-        self.active().store_index(&self.dir)?;
+        let dir = self.dir.clone();
+        let last = self.segments.len() - 1;
+        for (i, s) in self.segments.iter_mut().enumerate() {
+            if i == last || !s.index_stored {
+                s.store_index(&dir)?;
+            }
+        }
         let marker = self.dir.join(CLEAN_MARKER);
         File::create(&marker).ctx("create", &marker)?;
         sync_dir(&self.dir)?;

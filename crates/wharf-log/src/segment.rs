@@ -65,6 +65,10 @@ pub(crate) struct Segment {
     pub first_append_ms: Option<i64>,
     /// Written since the last fdatasync.
     pub dirty: bool,
+    /// The index files on disk describe this segment as it is. They are written only
+    /// after the log bytes they describe were synced, so a matching index proves its
+    /// bytes reached the disk and recovery may skip re-validating them.
+    pub index_stored: bool,
     pub idx: Indexes,
 }
 
@@ -91,6 +95,7 @@ impl Segment {
             max_ts: -1,
             first_append_ms: None,
             dirty: false,
+            index_stored: false,
             idx: Indexes::default(),
         })
     }
@@ -121,6 +126,7 @@ impl Segment {
             max_ts: -1,
             first_append_ms: None,
             dirty: false,
+            index_stored: false,
             idx: Indexes::default(),
         };
         if trust_index {
@@ -139,6 +145,7 @@ impl Segment {
                 seg.max_ts = max_ts;
                 let scan = seg.scan_from(from, start_offset, true, interval, false)?;
                 if scan.defect.is_none() {
+                    seg.index_stored = true;
                     return Ok((seg, scan, false));
                 }
                 // The index pointed into bad bytes: fall through to a full rebuild.
@@ -221,6 +228,7 @@ impl Segment {
         self.file.set_len(len).ctx("truncate", &self.path)?;
         self.size = len;
         self.dirty = true;
+        self.index_stored = false;
         self.idx = Indexes::default();
         self.max_ts = -1;
         let scan = self.scan_from(0, self.base, false, interval, true)?;
@@ -242,8 +250,11 @@ impl Segment {
         )
     }
 
-    /// Writes the index files, describing the log as it is now.
-    pub fn store_index(&self, dir: &Path) -> Result<()> {
+    /// Writes the index files, describing the log as it is now. The caller has synced
+    /// the log bytes first (see `index_stored`).
+    pub fn store_index(&mut self, dir: &Path) -> Result<()> {
+        debug_assert!(!self.dirty, "index stored before its log bytes were synced");
+        self.index_stored = true;
         index::store(
             &index_path(dir, self.base),
             &time_index_path(dir, self.base),

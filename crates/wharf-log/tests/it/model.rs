@@ -343,8 +343,7 @@ fn config() -> impl Strategy<Value = LogConfig> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
-
+    // 256 cases by default; PROPTEST_CASES=N for a longer hunt.
     #[test]
     fn log_agrees_with_model(cfg in config(), ops in prop::collection::vec(op(), 1..60)) {
         run(ops, cfg)?;
