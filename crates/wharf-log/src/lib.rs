@@ -31,5 +31,7 @@ pub use config::{
 };
 pub use error::{LogError, Result};
 pub use lock::DirLock;
-pub use log::{AppendInfo, Log, ReadResult, RecoveryReport, RetentionReport};
-pub use shared::{LogStats, SharedLog};
+pub use log::{
+    check_batches, AppendInfo, CheckedBatch, Log, ReadResult, RecoveryReport, RetentionReport,
+};
+pub use shared::{Admission, AppendOutcome, AppendWithError, LogStats, SharedLog};

@@ -377,20 +377,20 @@ impl Log {
     pub(crate) fn append_checked(
         &mut self,
         batches: &mut [u8],
-        headers: &[(usize, BatchHeader, usize)],
+        headers: &[CheckedBatch],
         now_ms: i64,
     ) -> Result<AppendInfo> {
         self.check_writable()?;
-        if let Some((_, _, total)) = headers
+        if let Some(b) = headers
             .iter()
-            .find(|(_, _, total)| *total > self.config.max_batch_bytes as usize)
+            .find(|b| b.len > self.config.max_batch_bytes as usize)
         {
             return Err(LogError::BatchTooLarge {
-                size: *total,
+                size: b.len,
                 max: self.config.max_batch_bytes,
             });
         }
-        let records: u64 = headers.iter().map(|(_, h, _)| h.record_count as u64).sum();
+        let records: u64 = headers.iter().map(|b| b.header.record_count as u64).sum();
         let len = batches.len() as u64;
         self.maybe_roll(len, records, now_ms)?;
 
@@ -398,7 +398,12 @@ impl Log {
         let first = self.log_end_offset();
         let mut next = first;
         let mut max_ts = -1i64;
-        for (p, h, _) in headers {
+        for CheckedBatch {
+            position: p,
+            header: h,
+            ..
+        } in headers
+        {
             batch::set_base_offset(&mut batches[*p..], next as i64);
             next += h.last_offset_delta as u64 + 1;
             max_ts = max_ts.max(h.max_timestamp);
@@ -418,7 +423,12 @@ impl Log {
             });
         }
         let mut rel_offset = first;
-        for (p, h, total) in headers {
+        for CheckedBatch {
+            position: p,
+            header: h,
+            len: total,
+        } in headers
+        {
             seg.max_ts = seg.max_ts.max(h.max_timestamp);
             let rel = (rel_offset - seg.base) as u32;
             seg.idx.on_batch(
@@ -778,9 +788,19 @@ impl Log {
     }
 }
 
+/// One batch of an append request that passed [`check_batches`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckedBatch {
+    /// Byte position of the batch in the request buffer.
+    pub position: usize,
+    pub header: BatchHeader,
+    /// Total length in bytes, including the 12-byte prefix.
+    pub len: usize,
+}
+
 /// Checks a buffer of concatenated batches (structure, CRC-32C, record count) without
 /// touching the log. Returns each batch's position, header and length.
-pub(crate) fn check_batches(batches: &[u8]) -> Result<Vec<(usize, BatchHeader, usize)>> {
+pub fn check_batches(batches: &[u8]) -> Result<Vec<CheckedBatch>> {
     let mut headers = Vec::with_capacity(1);
     let mut pos = 0usize;
     while pos < batches.len() {
@@ -804,7 +824,11 @@ pub(crate) fn check_batches(batches: &[u8]) -> Result<Vec<(usize, BatchHeader, u
                 ),
             });
         }
-        headers.push((pos, h, total));
+        headers.push(CheckedBatch {
+            position: pos,
+            header: h,
+            len: total,
+        });
         pos += total;
     }
     if headers.is_empty() {

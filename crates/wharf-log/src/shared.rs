@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::log::CheckedBatch;
 use crate::{
     AppendInfo, FlushPolicy, Log, LogConfig, LogError, ReadResult, RecoveryReport, Result,
     RetentionReport,
@@ -35,6 +36,34 @@ pub struct SharedLog {
     synced: Condvar,
     appends: AtomicU64,
     syncs: AtomicU64,
+}
+
+/// What an admission check (see [`SharedLog::append_with`]) decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Store the batches.
+    Append,
+    /// The batches are already stored at these offsets (a retried send): write nothing.
+    Duplicate { base_offset: u64, last_offset: u64 },
+}
+
+/// What [`SharedLog::append_with`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Where the batches are. For a duplicate, `bytes` is 0.
+    pub info: AppendInfo,
+    /// The admission check found them already stored; nothing was written.
+    pub duplicate: bool,
+}
+
+/// Error of [`SharedLog::append_with`].
+#[derive(Debug, thiserror::Error)]
+pub enum AppendWithError<E> {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The admission check refused the batches; nothing was written.
+    #[error("append refused")]
+    Rejected(E),
 }
 
 /// Counters of one log since it was opened.
@@ -105,24 +134,89 @@ impl SharedLog {
 
     /// As `append`, with the wall clock given (milliseconds since the epoch).
     pub fn append_at(&self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo> {
+        let admit =
+            |_: &[CheckedBatch], _: u64| Ok::<_, std::convert::Infallible>(Admission::Append);
+        match self.append_with(batches, now_ms, admit, |_, _| {}) {
+            Ok(outcome) => Ok(outcome.info),
+            Err(AppendWithError::Log(e)) => Err(e),
+            Err(AppendWithError::Rejected(never)) => match never {},
+        }
+    }
+
+    /// Appends like [`SharedLog::append_at`], with two hooks run under the log's lock, so
+    /// that what they see and record is atomic with offset assignment (the broker's
+    /// idempotent-producer check uses them):
+    ///
+    /// - `admit(batches, next_offset)` runs after the batches passed validation and
+    ///   before anything is written; `next_offset` is the offset the first batch will
+    ///   get. It may reject the append (`Err`), let it go ahead, or answer that the
+    ///   batches are a retried send already stored ([`Admission::Duplicate`]): nothing is
+    ///   written and the outcome carries the stored offsets.
+    /// - `appended(batches, info)` runs after a successful write, still under the lock.
+    ///
+    /// Under `always`, a duplicate too is answered only once its original is durable.
+    pub fn append_with<E, A, C>(
+        &self,
+        batches: &mut [u8],
+        now_ms: i64,
+        admit: A,
+        appended: C,
+    ) -> Result<AppendOutcome, AppendWithError<E>>
+    where
+        A: FnOnce(&[CheckedBatch], u64) -> Result<Admission, E>,
+        C: FnOnce(&[CheckedBatch], &AppendInfo),
+    {
         // CRC-32C over the whole request runs before the lock, so concurrent appenders
         // check their batches in parallel.
-        let checked = crate::log::check_batches(batches)?;
-        let (info, policy, generation) = {
+        let checked = crate::log::check_batches(batches).map_err(AppendWithError::Log)?;
+        let (outcome, policy, generation) = {
             let mut log = self.log();
-            let hw_before = log.high_watermark();
-            let info = log.append_checked(batches, &checked, now_ms)?;
-            if log.high_watermark() != hw_before {
-                // A roll (or a non-`always` policy) moved the high watermark.
-                self.publish(&log);
-            }
-            (info, log.config().flush, log.generation())
+            let next = log.log_end_offset();
+            let outcome = match admit(&checked, next).map_err(AppendWithError::Rejected)? {
+                Admission::Append => {
+                    let hw_before = log.high_watermark();
+                    let info = log
+                        .append_checked(batches, &checked, now_ms)
+                        .map_err(AppendWithError::Log)?;
+                    if log.high_watermark() != hw_before {
+                        // A roll (or a non-`always` policy) moved the high watermark.
+                        self.publish(&log);
+                    }
+                    appended(&checked, &info);
+                    AppendOutcome {
+                        info,
+                        duplicate: false,
+                    }
+                }
+                Admission::Duplicate {
+                    base_offset,
+                    last_offset,
+                } => AppendOutcome {
+                    info: AppendInfo {
+                        base_offset,
+                        last_offset,
+                        batches: checked.len() as u32,
+                        records: checked.iter().map(|b| b.header.record_count as u64).sum(),
+                        max_timestamp: checked
+                            .iter()
+                            .map(|b| b.header.max_timestamp)
+                            .max()
+                            .unwrap_or(-1),
+                        bytes: 0,
+                    },
+                    duplicate: true,
+                },
+            };
+            (outcome, log.config().flush, log.generation())
         };
         if policy == FlushPolicy::Always {
-            self.wait_durable(info.last_offset + 1, generation)?;
+            self.wait_durable(outcome.info.last_offset + 1, generation)
+                .map_err(AppendWithError::Log)?;
         }
-        self.appends.fetch_add(1, Ordering::Relaxed);
-        Ok(info)
+        if !outcome.duplicate {
+            self.appends.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(outcome)
     }
 
     /// Blocks until the high watermark reaches `end`, taking a turn as the syncer when no

@@ -86,3 +86,51 @@ fn closed_log_refuses_writes_and_reopens_clean() {
     assert!(log.recovery_report().clean);
     assert_eq!(log.log_end_offset(), 3);
 }
+
+#[test]
+fn admission_hook_can_reject_or_answer_a_duplicate_without_writing() {
+    use wharf_log::{Admission, AppendWithError};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = SharedLog::open(dir.path(), LogConfig::default()).expect("open");
+    let mut seen = None;
+    let first = log
+        .append_with(
+            &mut batch(1, 3, 10, 0),
+            0,
+            |b, next| {
+                assert_eq!((b.len(), next), (1, 0));
+                Ok::<_, ()>(Admission::Append)
+            },
+            |_, info| seen = Some(*info),
+        )
+        .expect("append");
+    assert!(!first.duplicate);
+    assert_eq!(seen, Some(first.info));
+    let size = log.size_bytes();
+
+    let dup = log
+        .append_with(
+            &mut batch(1, 3, 10, 0),
+            0,
+            |_, next| {
+                assert_eq!(next, 3);
+                Ok::<_, ()>(Admission::Duplicate {
+                    base_offset: 0,
+                    last_offset: 2,
+                })
+            },
+            |_, _| panic!("nothing was appended"),
+        )
+        .expect("duplicate");
+    assert!(dup.duplicate);
+    assert_eq!((dup.info.base_offset, dup.info.last_offset), (0, 2));
+
+    let rejected = log.append_with(&mut batch(2, 1, 10, 0), 0, |_, _| Err("fenced"), |_, _| {});
+    assert!(matches!(rejected, Err(AppendWithError::Rejected("fenced"))));
+    assert_eq!(
+        log.size_bytes(),
+        size,
+        "neither the duplicate nor the rejected batch was stored"
+    );
+    assert_eq!(log.log_end_offset(), 3);
+}
