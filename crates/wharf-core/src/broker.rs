@@ -27,6 +27,7 @@ use tracing::{debug, error, info, warn};
 use wharf_log::{AppendInfo, DirLock, FlushPolicy, LogError, ReadResult, SharedLog};
 
 use crate::error::{CoreError, IoContext, Result};
+use crate::group::{GroupConfig, GroupCoordinator};
 use crate::registry::{sync_dir, TopicRecord, TopicRegistry};
 use crate::topic::{ConfigOp, NewTopic, TopicConfig, TopicDescription, TopicName};
 
@@ -50,6 +51,8 @@ pub struct BrokerConfig {
     pub topic_defaults: TopicConfig,
     /// How often retention (`retention.ms`, `retention.bytes`) is applied.
     pub retention_check_interval: Duration,
+    /// The consumer-group coordinator's settings.
+    pub groups: GroupConfig,
 }
 
 impl BrokerConfig {
@@ -60,6 +63,7 @@ impl BrokerConfig {
             flush: FlushPolicy::default(),
             topic_defaults: TopicConfig::default(),
             retention_check_interval: DEFAULT_RETENTION_CHECK_INTERVAL,
+            groups: GroupConfig::default(),
         }
     }
 }
@@ -177,6 +181,7 @@ pub struct Broker {
     /// Held until shutdown completes, so no second broker opens the directory while
     /// this one still has logs open.
     lock: Mutex<Option<DirLock>>,
+    groups: GroupCoordinator,
 }
 
 /// Runs blocking work on tokio's blocking pool. A panic there becomes an error rather
@@ -213,10 +218,14 @@ impl Broker {
     /// registry, finishes interrupted deletions, opens every partition log (recovering
     /// its tail) and starts the background flusher and retention threads.
     pub async fn open(config: BrokerConfig) -> Result<Broker> {
-        run_blocking("opening the broker", move || Broker::open_blocking(config)).await
+        let runtime = tokio::runtime::Handle::current();
+        run_blocking("opening the broker", move || {
+            Broker::open_blocking(config, &runtime)
+        })
+        .await
     }
 
-    fn open_blocking(config: BrokerConfig) -> Result<Broker> {
+    fn open_blocking(config: BrokerConfig, runtime: &tokio::runtime::Handle) -> Result<Broker> {
         let dir = config.data_dir.clone();
         let dir_lock = DirLock::acquire(&dir).map_err(|e| match e {
             LogError::Locked { .. } => CoreError::DataDirLocked { dir: dir.clone() },
@@ -256,18 +265,25 @@ impl Broker {
             .topics
             .write()
             .unwrap_or_else(PoisonError::into_inner) = opened;
+        let groups = GroupCoordinator::open_blocking(&dir, config.groups, runtime)?;
         let shared = Arc::new(shared);
         let background = start_background(&shared, &config)?;
         Ok(Broker {
             shared,
             background: Mutex::new(Some(background)),
             lock: Mutex::new(Some(dir_lock)),
+            groups,
         })
     }
 
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         &self.shared.data_dir
+    }
+
+    /// The consumer-group coordinator (groups and committed offsets).
+    pub fn groups(&self) -> &GroupCoordinator {
+        &self.groups
     }
 
     /// The flush policy every partition uses.
@@ -456,6 +472,7 @@ impl Broker {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        self.groups.shutdown().await;
         let background = lock(&self.background).take();
         let dir_lock = lock(&self.lock).take();
         let shared = Arc::clone(&self.shared);

@@ -66,6 +66,11 @@ pub enum CoreError {
     #[error("topic registry {path} is corrupt: {reason}")]
     CorruptRegistry { path: PathBuf, reason: String },
 
+    /// The group coordinator's offsets snapshot or journal header cannot be understood
+    /// (a torn journal tail is not this: it is cut and logged).
+    #[error("group offsets file {path} is corrupt: {reason}")]
+    CorruptGroupJournal { path: PathBuf, reason: String },
+
     /// Another process holds the data directory's lock.
     #[error("data directory {dir} is locked: {lock} is held by another process (is another wharf running on this data directory?)", lock = dir.join(".lock").display())]
     DataDirLocked { dir: PathBuf },

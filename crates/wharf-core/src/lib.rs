@@ -11,6 +11,7 @@
 
 mod broker;
 mod error;
+pub mod group;
 pub mod registry;
 mod topic;
 
@@ -18,6 +19,7 @@ pub use broker::{
     Broker, BrokerConfig, PartitionOffsets, DEFAULT_RETENTION_CHECK_INTERVAL, TOPICS_DIR,
 };
 pub use error::{CoreError, Result};
+pub use group::{GroupConfig, GroupCoordinator, GroupError};
 pub use topic::{
     CleanupPolicy, ConfigOp, NewTopic, TopicConfig, TopicDescription, TopicName, CLEANUP_POLICY,
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_RETENTION_MS, DEFAULT_SEGMENT_BYTES, MAX_MESSAGE_BYTES,
