@@ -178,10 +178,11 @@ struct Shared {
 pub struct Broker {
     shared: Arc<Shared>,
     background: Mutex<Option<Background>>,
+    /// Declared before `lock`: dropped (its journal thread joined) before the lock goes.
+    groups: GroupCoordinator,
     /// Held until shutdown completes, so no second broker opens the directory while
     /// this one still has logs open.
     lock: Mutex<Option<DirLock>>,
-    groups: GroupCoordinator,
 }
 
 /// Runs blocking work on tokio's blocking pool. A panic there becomes an error rather

@@ -106,6 +106,10 @@ impl Live {
             protocol_type: g.protocol_type().unwrap_or_default().to_string(),
             generation: g.generation(),
         });
+        if g.is_vacant() {
+            // Created by a JoinGroup that failed at once: nothing worth listing.
+            self.groups.remove(group_id);
+        }
         self.dispatch(replies);
         if let Some(op) = meta {
             // Not awaited: the generation is advisory after a restart (members rejoin).
@@ -307,9 +311,34 @@ impl GroupCoordinator {
 
     /// Parks a request: runs `f` on the group (created if missing) with a fresh request
     /// id whose reply goes to `waiter`.
-    fn park(&self, group_id: &str, waiter: Waiter, f: impl FnOnce(&mut Group, u64, RequestId)) {
+    /// Parks a request: runs `f` on the group with a fresh request id whose reply goes
+    /// to `waiter`. A missing group is created (JoinGroup) or answered with `missing`
+    /// (SyncGroup). `closed` is checked under the lock, so a request either is parked
+    /// before shutdown fails all parked requests, or is refused: none is left hanging.
+    fn park(
+        &self,
+        group_id: &str,
+        waiter: Waiter,
+        missing: Option<GroupError>,
+        f: impl FnOnce(&mut Group, u64, RequestId),
+    ) {
         let now = self.inner.now();
         let mut live = lock(&self.inner.live);
+        let refuse = if self.inner.closed.load(Ordering::Acquire) {
+            Some(shut_down())
+        } else if live.groups.contains_key(group_id) {
+            None
+        } else {
+            missing
+        };
+        if let Some(e) = refuse {
+            // Failing a receiver that nobody awaits any more is fine.
+            match waiter {
+                Waiter::Join(tx) => drop(tx.send(Err(e))),
+                Waiter::Sync(tx) => drop(tx.send(Err(e))),
+            }
+            return;
+        }
         let id = live.next_request;
         live.next_request = live.next_request.wrapping_add(1);
         live.waiters.insert(id, waiter);
@@ -329,7 +358,7 @@ impl GroupCoordinator {
         Self::check_group_id(&req.group_id)?;
         let (tx, rx) = oneshot::channel();
         let group_id = req.group_id.clone();
-        self.park(&group_id, Waiter::Join(tx), |g, now, id| {
+        self.park(&group_id, Waiter::Join(tx), None, |g, now, id| {
             g.join(now, id, req)
         });
         rx.await.unwrap_or_else(|_| Err(shut_down()))
@@ -339,22 +368,16 @@ impl GroupCoordinator {
     pub async fn sync(&self, req: SyncRequest) -> Result<SyncResponse, GroupError> {
         self.check_open()?;
         Self::check_group_id(&req.group_id)?;
-        if !self.group_exists(&req.group_id) {
-            return Err(GroupError::UnknownMemberId {
-                group: req.group_id,
-                member: req.member_id,
-            });
-        }
         let (tx, rx) = oneshot::channel();
         let group_id = req.group_id.clone();
-        self.park(&group_id, Waiter::Sync(tx), |g, now, id| {
+        let missing = GroupError::UnknownMemberId {
+            group: req.group_id.clone(),
+            member: req.member_id.clone(),
+        };
+        self.park(&group_id, Waiter::Sync(tx), Some(missing), |g, now, id| {
             g.sync(now, id, req)
         });
         rx.await.unwrap_or_else(|_| Err(shut_down()))
-    }
-
-    fn group_exists(&self, group_id: &str) -> bool {
-        lock(&self.inner.live).groups.contains_key(group_id)
     }
 
     /// Runs `f` on an existing group and settles it; `None` if there is no such group.

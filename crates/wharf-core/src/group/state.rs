@@ -419,6 +419,17 @@ impl Group {
         self.members.contains_key(member_id)
     }
 
+    /// Nothing here is worth keeping: Empty, never formed a generation, no members, no
+    /// member ids handed out, no offsets.
+    pub fn is_vacant(&self) -> bool {
+        self.state == GroupState::Empty
+            && self.generation == 0
+            && self.members.is_empty()
+            && self.pending.is_empty()
+            && self.offsets.is_empty()
+            && self.replies.is_empty()
+    }
+
     /// The answers produced since the last call, in order.
     pub fn take_replies(&mut self) -> Vec<Reply> {
         std::mem::take(&mut self.replies)

@@ -876,3 +876,40 @@ async fn acknowledged_commits_survive_sigkill() {
         let _ = fs::remove_dir_all(dir.path().join(GROUPS_DIR));
     }
 }
+
+#[tokio::test]
+async fn failed_joins_and_syncs_of_unknown_groups_leave_no_group_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    let groups = broker.groups();
+    let err = groups
+        .join(join_req("g", "", "c", 1, 5000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), 26, "{err}");
+    let j = JoinResponse {
+        generation_id: 1,
+        protocol_type: None,
+        protocol_name: None,
+        leader: String::new(),
+        skip_assignment: false,
+        member_id: "m".into(),
+        members: vec![],
+    };
+    let err = groups.sync(sync_req("h", &j, vec![])).await.unwrap_err();
+    assert!(matches!(err, GroupError::UnknownMemberId { .. }), "{err}");
+    assert!(matches!(
+        groups.heartbeat(heartbeat("h", &j)).await,
+        Err(GroupError::UnknownMemberId { .. })
+    ));
+    assert!(groups.list_groups(&[]).unwrap().is_empty());
+    assert_eq!(
+        groups
+            .join(join_req("", "", "c", 5000, 5000))
+            .await
+            .unwrap_err()
+            .code(),
+        24
+    );
+    broker.shutdown().await.unwrap();
+}
