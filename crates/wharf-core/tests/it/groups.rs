@@ -139,6 +139,17 @@ async fn stable_group(groups: &GroupCoordinator, group: &str, n: usize) -> Vec<J
     joined
 }
 
+/// Polls (never for long) until `group` is in `state`.
+async fn wait_for_state(groups: &GroupCoordinator, group: &str, state: GroupState) {
+    for _ in 0..500 {
+        if groups.describe_group(group).map(|d| d.state) == Ok(state) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("group {group} never reached {state}");
+}
+
 fn with_delay(ms: u64) -> GroupConfig {
     GroupConfig {
         initial_rebalance_delay: Duration::from_millis(ms),
@@ -188,7 +199,7 @@ async fn fetched(groups: &GroupCoordinator, group: &str, p: i32) -> Option<i64> 
 #[tokio::test]
 async fn two_members_join_sync_and_a_third_makes_everyone_rejoin_at_the_next_generation() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = open_with(dir.path(), with_delay(200)).await;
+    let broker = open_with(dir.path(), with_delay(300)).await;
     let groups = broker.groups();
     let joined = stable_group(groups, "g", 2).await;
     let (leader, follower) = (&joined[0], &joined[1]);
@@ -204,7 +215,7 @@ async fn two_members_join_sync_and_a_third_makes_everyone_rejoin_at_the_next_gen
 
     let g = groups.clone();
     let third = tokio::spawn(async move { g.join(join_req("g", "", "c2", 5000, 5000)).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    wait_for_state(groups, "g", GroupState::PreparingRebalance).await;
     assert!(matches!(
         groups.heartbeat(heartbeat("g", leader)).await,
         Err(GroupError::RebalanceInProgress { .. })
@@ -230,7 +241,7 @@ async fn two_members_join_sync_and_a_third_makes_everyone_rejoin_at_the_next_gen
 #[tokio::test]
 async fn a_member_that_stops_heartbeating_is_expelled_and_the_others_rebalance() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = open_with(dir.path(), with_delay(100)).await;
+    let broker = open_with(dir.path(), with_delay(300)).await;
     let groups = broker.groups();
     let mut tasks = Vec::new();
     for i in 0..2 {
@@ -284,7 +295,7 @@ async fn a_member_that_stops_heartbeating_is_expelled_and_the_others_rebalance()
 #[tokio::test]
 async fn leave_makes_the_others_rebalance_and_the_last_leaving_empties_the_group() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = open_with(dir.path(), with_delay(100)).await;
+    let broker = open_with(dir.path(), with_delay(300)).await;
     let groups = broker.groups();
     let joined = stable_group(groups, "g", 2).await;
     let res = groups
@@ -361,7 +372,7 @@ async fn a_static_member_restarting_with_its_instance_id_causes_no_rebalance_and
 #[tokio::test]
 async fn the_rebalance_timeout_removes_a_member_that_does_not_rejoin() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = open_with(dir.path(), with_delay(100)).await;
+    let broker = open_with(dir.path(), with_delay(300)).await;
     let groups = broker.groups();
     let mut tasks = Vec::new();
     for i in 0..2 {
@@ -758,7 +769,7 @@ async fn offset_delete_refuses_topics_an_active_consumer_group_subscribes_to() {
 #[tokio::test]
 async fn list_and_describe_show_each_groups_state() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = open_with(dir.path(), with_delay(100)).await;
+    let broker = open_with(dir.path(), with_delay(300)).await;
     let groups = broker.groups();
     stable_group(groups, "stable", 1).await;
     commit(groups, "empty", -1, "", &[(0, 1)]).await.unwrap();
@@ -767,10 +778,12 @@ async fn list_and_describe_show_each_groups_state() {
         .await
         .unwrap();
     assert_eq!(j.generation_id, 1);
+    // A stable group that a newcomer joins waits (up to 5 s) for its member to rejoin.
+    stable_group(groups, "preparing", 1).await;
     let g = groups.clone();
-    let _preparing =
-        tokio::spawn(async move { g.join(join_req("preparing", "", "c", 5000, 5000)).await });
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    let _newcomer =
+        tokio::spawn(async move { g.join(join_req("preparing", "", "n", 5000, 5000)).await });
+    wait_for_state(groups, "preparing", GroupState::PreparingRebalance).await;
 
     let states: Vec<(String, GroupState)> = groups
         .list_groups(&[])
