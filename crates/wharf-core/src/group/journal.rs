@@ -411,7 +411,11 @@ fn create_empty(dir: &Path, tmp: &str, name: &str, magic: &[u8; 8]) -> Result<Fi
 /// cuts its torn tail.
 pub fn open(data_dir: &Path) -> Result<Recovered> {
     let dir = data_dir.join(GROUPS_DIR);
-    fs::create_dir_all(&dir).ctx("create", &dir)?;
+    if !dir.is_dir() {
+        fs::create_dir_all(&dir).ctx("create", &dir)?;
+        // Without this a crash could lose the folder, and acknowledged offsets with it.
+        sync_dir(data_dir)?;
+    }
     for tmp in [SNAPSHOT_TMP, JOURNAL_TMP] {
         let p = dir.join(tmp);
         if let Err(e) = fs::remove_file(&p) {

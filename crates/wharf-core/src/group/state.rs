@@ -661,8 +661,10 @@ impl Group {
             return Ok(());
         }
         self.check_member(&req.member_id, req.group_instance_id.as_deref())?;
-        let member = &self.members[&req.member_id];
-        let unchanged = member.protocols == req.protocols;
+        let unchanged = self
+            .members
+            .get(&req.member_id)
+            .is_some_and(|m| m.protocols == req.protocols);
         let is_leader = self.leader.as_deref() == Some(req.member_id.as_str());
         match self.state {
             GroupState::PreparingRebalance => {
