@@ -599,3 +599,177 @@ fn error_codes_match_kafka() {
         86
     );
 }
+
+/// A tiny deterministic generator, so a failing seed can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn check_invariants(g: &Group, seed: u64, step: usize) {
+    let ctx = format!("seed {seed} step {step}: {g:?}");
+    match g.state() {
+        GroupState::Empty => assert!(g.member_ids().next().is_none(), "{ctx}"),
+        GroupState::CompletingRebalance | GroupState::Stable => {
+            let leader = g.leader().unwrap_or_else(|| panic!("no leader: {ctx}"));
+            assert!(g.has_member(leader), "leader not a member: {ctx}");
+            assert!(g.protocol().is_some(), "{ctx}");
+        }
+        GroupState::PreparingRebalance => {
+            assert!(
+                g.next_deadline().is_some(),
+                "a rebalance without deadline: {ctx}"
+            )
+        }
+        GroupState::Dead => panic!("{ctx}"),
+    }
+}
+
+/// Random joins, rejoins, syncs, heartbeats, leaves and clock jumps against one group:
+/// no request is answered twice, generations only grow, the invariants of each state
+/// hold after every step, and once time runs far ahead every parked request has been
+/// answered and every silent member is gone.
+#[test]
+fn random_member_behaviour_keeps_the_group_consistent_and_answers_every_request() {
+    // How often each state was seen after a step, so the walk provably covers them.
+    let mut seen = std::collections::BTreeMap::<GroupState, usize>::new();
+    for seed in 1..=300u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut h = Harness::new(rng.below(3) * 1000);
+        let mut now = 0u64;
+        let mut known: Vec<(String, i32)> = Vec::new();
+        let mut issued = 0u64;
+        let mut last_generation = 0;
+        for step in 0..200 {
+            now += rng.below(4000);
+            let pick = |rng: &mut Rng, known: &Vec<(String, i32)>| {
+                (!known.is_empty()).then(|| known[rng.below(known.len() as u64) as usize].clone())
+            };
+            match rng.below(7) {
+                0 => {
+                    let mut req = join_req("", &format!("c{step}"));
+                    req.require_known_member_id = rng.below(2) == 0;
+                    if rng.below(3) == 0 {
+                        req.group_instance_id = Some(format!("s{}", rng.below(2)));
+                    }
+                    h.join(now, req);
+                    issued += 1;
+                }
+                1 | 2 => {
+                    if let Some((m, _)) = pick(&mut rng, &known) {
+                        let mut req = join_req(&m, "c");
+                        if rng.below(5) == 0 {
+                            req.protocols = protocols(&["range"], &["t", "x"]);
+                        }
+                        h.join(now, req);
+                        issued += 1;
+                    }
+                }
+                3 => {
+                    if let Some((m, gen)) = pick(&mut rng, &known) {
+                        let assignments: Vec<(String, Vec<u8>)> = known
+                            .iter()
+                            .map(|(k, _)| (k.clone(), k.as_bytes().to_vec()))
+                            .collect();
+                        h.next += 1;
+                        h.g.sync(
+                            now,
+                            h.next,
+                            SyncRequest {
+                                group_id: "g".into(),
+                                generation_id: gen,
+                                member_id: m,
+                                group_instance_id: None,
+                                protocol_type: None,
+                                protocol_name: None,
+                                assignments,
+                            },
+                        );
+                        h.collect();
+                        issued += 1;
+                    }
+                }
+                4 => {
+                    if let Some((m, gen)) = pick(&mut rng, &known) {
+                        let _ = h.heartbeat(now, &m, gen);
+                    }
+                }
+                5 => {
+                    if let Some((m, _)) = pick(&mut rng, &known) {
+                        let _ = h.g.leave(
+                            now,
+                            &[LeaveMember {
+                                member_id: m,
+                                group_instance_id: None,
+                            }],
+                        );
+                        h.collect();
+                    }
+                }
+                _ => h.tick(now),
+            }
+            // Learn member ids and generations from the answers, as clients do.
+            for r in &h.replies {
+                match r {
+                    Reply::Join { result: Ok(j), .. } => {
+                        known.retain(|(m, _)| *m != j.member_id);
+                        known.push((j.member_id.clone(), j.generation_id));
+                    }
+                    Reply::Join {
+                        result: Err(GroupError::MemberIdRequired { member_id }),
+                        ..
+                    } if !known.iter().any(|(m, _)| m == member_id) => {
+                        known.push((member_id.clone(), -1));
+                    }
+                    _ => {}
+                }
+            }
+            assert!(
+                h.g.generation() >= last_generation,
+                "seed {seed}: generation went back"
+            );
+            last_generation = h.g.generation();
+            check_invariants(&h.g, seed, step);
+            *seen.entry(h.g.state()).or_default() += 1;
+        }
+        for _ in 0..10 {
+            now += 10_000_000;
+            h.tick(now);
+        }
+        let mut answered: Vec<RequestId> = h.replies.iter().map(Reply::request).collect();
+        answered.sort_unstable();
+        let total = answered.len();
+        answered.dedup();
+        assert_eq!(
+            answered.len(),
+            total,
+            "seed {seed}: a request was answered twice"
+        );
+        assert_eq!(
+            total as u64, issued,
+            "seed {seed}: a request was never answered"
+        );
+        assert_eq!(h.g.state(), GroupState::Empty, "seed {seed}: {:?}", h.g);
+    }
+    for state in [
+        GroupState::Empty,
+        GroupState::PreparingRebalance,
+        GroupState::CompletingRebalance,
+        GroupState::Stable,
+    ] {
+        assert!(
+            seen.get(&state).copied().unwrap_or(0) > 100,
+            "{state} barely seen: {seen:?}"
+        );
+    }
+}
