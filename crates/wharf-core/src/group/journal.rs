@@ -744,6 +744,26 @@ mod tests {
         }
     }
 
+    /// Pins the on-disk layout: a change here strands users' offsets, so it must come
+    /// with a new version number and a reader for the old one.
+    #[test]
+    fn the_record_layout_is_version_1() {
+        let rec = encode_record(&[commit("g", 2, 5)]);
+        let mut payload = vec![1, 0, 0, 0, TAG_COMMIT];
+        payload.extend([1, 0, 0, 0, b'g']);
+        payload.extend([1, 0, 0, 0, b't']);
+        payload.extend(2i32.to_le_bytes());
+        payload.extend(5i64.to_le_bytes());
+        payload.extend((-1i32).to_le_bytes());
+        payload.extend([1, 0, 0, 0, b'm']);
+        payload.extend(7i64.to_le_bytes());
+        let mut expected = (payload.len() as u32).to_le_bytes().to_vec();
+        expected.extend(crc32c::crc32c(&payload).to_le_bytes());
+        expected.extend(&payload);
+        assert_eq!(rec, expected);
+        assert_eq!(header(JOURNAL_MAGIC), b"WHFGJRN1\x01\0\0\0");
+    }
+
     #[test]
     fn scan_stops_at_every_kind_of_damage() {
         let mut buf = encode_record(&[commit("g", 0, 1)]);

@@ -926,3 +926,37 @@ async fn failed_joins_and_syncs_of_unknown_groups_leave_no_group_behind() {
     );
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn concurrent_commits_are_all_acknowledged_and_all_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    let mut tasks = Vec::new();
+    for p in 0..200 {
+        let g = broker.groups().clone();
+        tasks.push(tokio::spawn(async move {
+            commit(&g, "many", -1, "", &[(p, i64::from(p) * 3)]).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        broker
+            .groups()
+            .fetch_offsets("many", None)
+            .await
+            .unwrap()
+            .len(),
+        200
+    );
+    broker.shutdown().await.unwrap();
+    drop(broker);
+    let broker = open(dir.path()).await;
+    let all = broker.groups().fetch_offsets("many", None).await.unwrap();
+    assert_eq!(all.len(), 200);
+    assert!(all
+        .iter()
+        .all(|(tp, o)| o.as_ref().map(|o| o.offset) == Some(i64::from(tp.partition) * 3)));
+    broker.shutdown().await.unwrap();
+}
