@@ -2,6 +2,7 @@
 
 mod batch;
 mod broker;
+mod producer;
 mod registry;
 
 use std::path::Path;
