@@ -1,6 +1,7 @@
 //! Idempotent producers (Kafka KIP-98, with KIP-360's handling of unknown producers):
-//! producer ids ([`ids`]), the per-partition sequence state ([`state`]) and its
-//! persistence ([`snapshot`]).
+//! producer ids (`ids.rs`), the per-partition sequence state (`state.rs`, a pure state
+//! machine: [`ProducerStates`]) and its persistence (`snapshot.rs`: snapshots plus a
+//! replay of the log's batch headers).
 //!
 //! The check and the update run inside the log's append hooks
 //! (`wharf_log::SharedLog::append_with`), under the log's lock and before the fsync
@@ -10,16 +11,18 @@
 //! Lock order: the log's lock, then [`PartitionProducers`]' state mutex. The state
 //! mutex is never held while taking the log's lock or doing I/O.
 
-pub mod ids;
-pub mod snapshot;
-pub mod state;
+mod ids;
+mod snapshot;
+mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use wharf_log::{Admission, AppendOutcome, AppendWithError, SharedLog};
 
-pub use ids::{ProducerIdAllocator, ID_BLOCK, PRODUCER_IDS_FILE};
+pub(crate) use ids::ProducerIdAllocator;
+pub use ids::{ID_BLOCK, PRODUCER_IDS_FILE};
+pub use snapshot::SNAPSHOT_SUFFIX;
 pub use state::{
     BatchMeta, ProducerEntry, ProducerStates, SequenceError, Verdict, BATCHES_TO_RETAIN,
 };

@@ -476,6 +476,39 @@ async fn a_snapshot_beyond_a_torn_log_tail_is_not_trusted() {
 }
 
 #[tokio::test]
+async fn a_corrupt_snapshot_is_ignored_and_the_state_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = with_topic(dir.path()).await;
+    let id = new_producer(&broker).await.producer_id;
+    for seq in 0..3 {
+        broker
+            .produce("t", 0, pbatch(id, 0, seq, 1, 1))
+            .await
+            .unwrap();
+    }
+    broker.shutdown().await.unwrap();
+    drop(broker);
+    let snapshot = dir.path().join("topics/t/0").join(format!(
+        "{:020}{}",
+        3,
+        wharf_core::producer::SNAPSHOT_SUFFIX
+    ));
+    let mut bytes = fs::read(&snapshot).unwrap();
+    bytes[30] ^= 0xff;
+    fs::write(&snapshot, bytes).unwrap();
+
+    let broker = open(dir.path()).await;
+    let r = broker
+        .produce("t", 0, pbatch(id, 0, 2, 1, 1))
+        .await
+        .unwrap();
+    assert!(r.duplicate);
+    assert_eq!(r.info.base_offset, 2);
+    assert_eq!(stored(&broker, "t", 0).await.len(), 3);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn concurrent_producers_on_one_partition_keep_their_sequences() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Arc::new(with_topic(dir.path()).await);
