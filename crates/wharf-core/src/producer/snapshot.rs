@@ -12,18 +12,25 @@
 //!      4     2  format version (= 1), big-endian
 //!      6     2  zero
 //!      8     8  end offset: the state reflects every batch below it (u64)
-//!     16     4  producer count N (u32)
-//!     20     …  N entries, by producer id:
+//!     16     1  1 if the last batch below the end offset is known, else 0
+//!     17     8  that batch's base offset (u64; 0 if unknown)
+//!     25     4  that batch's CRC-32C (0 if unknown)
+//!     29     4  producer count N (u32)
+//!     33     …  N entries, by producer id:
 //!                 producer id i64 | epoch i16 | last timestamp i64 | batch count B u8 (1..=5)
 //!                 B × (first seq i32 | last seq i32 | base offset u64 | last offset u64)
 //!    end-4   4  CRC-32C of everything before it
 //! ```
 //!
 //! On open: snapshots above the log end describe batches a crash cut off (a snapshot can
-//! be written before its last batches are synced) and are deleted; the newest remaining
-//! one whose CRC checks is loaded (none: start empty at the log start); producers whose
-//! batches lie wholly below the log start are dropped; then the batch headers from the
-//! snapshot's end offset to the log end are replayed.
+//! be written before its last batches are synced) and are deleted (and the deletion made
+//! durable, lest a lost unlink resurrect one once the log has grown past it again). The
+//! newest remaining one is loaded if its CRC checks and the log still holds, at the
+//! recorded offset, the batch with the recorded CRC — the snapshot then describes this
+//! very history, not one a crash or a truncation replaced. With none, the state starts
+//! empty at the log start. Producers whose batches lie wholly below the log start are
+//! dropped; then the batch headers from the snapshot's end offset to the log end are
+//! replayed.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
@@ -40,7 +47,7 @@ use crate::registry::sync_dir;
 
 const MAGIC: [u8; 4] = *b"WPST";
 const FORMAT: u16 = 1;
-const HEADER: usize = 20;
+const HEADER: usize = 33;
 const ENTRY_HEAD: usize = 8 + 2 + 8 + 1;
 const BATCH: usize = 4 + 4 + 8 + 8;
 /// File name suffix of a snapshot.
@@ -59,6 +66,13 @@ pub fn encode(states: &ProducerStates) -> Vec<u8> {
     b.extend_from_slice(&FORMAT.to_be_bytes());
     b.extend_from_slice(&[0, 0]);
     b.extend_from_slice(&states.end_offset().to_be_bytes());
+    let (known, base, crc) = match states.last_batch() {
+        Some((base, crc)) => (1u8, base, crc),
+        None => (0, 0, 0),
+    };
+    b.push(known);
+    b.extend_from_slice(&base.to_be_bytes());
+    b.extend_from_slice(&crc.to_be_bytes());
     b.extend_from_slice(&(entries.len() as u32).to_be_bytes());
     for (id, e) in entries {
         b.extend_from_slice(&id.to_be_bytes());
@@ -116,6 +130,14 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<ProducerStates, String> {
     }
     r.take::<2>()?;
     let end_offset = u64::from_be_bytes(r.take()?);
+    let known = r.take::<1>()?[0];
+    let base = u64::from_be_bytes(r.take()?);
+    let crc = u32::from_be_bytes(r.take()?);
+    let last_batch = match known {
+        0 => None,
+        1 => Some((base, crc)),
+        other => return Err(format!("bad last-batch flag {other}")),
+    };
     let count = u32::from_be_bytes(r.take()?) as usize;
     // Bound the allocation by what the file can hold, not by what it claims.
     if count > body.len() / (ENTRY_HEAD + BATCH) {
@@ -154,7 +176,9 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<ProducerStates, String> {
     if r.pos != body.len() {
         return Err(format!("{} trailing bytes", body.len() - r.pos));
     }
-    Ok(ProducerStates::from_parts(producers, end_offset))
+    Ok(ProducerStates::from_parts(
+        producers, end_offset, last_batch,
+    ))
 }
 
 fn snapshot_path(dir: &Path, offset: u64) -> PathBuf {
@@ -205,6 +229,7 @@ pub fn load(log: &SharedLog, topic: &str, partition: u32) -> Result<ProducerStat
     let log_end = log.log_end_offset();
     let log_start = log.log_start_offset();
     let mut loaded = None;
+    let mut deleted = false;
     for (offset, path) in list(dir)?.into_iter().rev() {
         if offset > log_end {
             warn!(
@@ -215,6 +240,7 @@ pub fn load(log: &SharedLog, topic: &str, partition: u32) -> Result<ProducerStat
                 "deleting a producer snapshot beyond the recovered log end"
             );
             fs::remove_file(&path).ctx("delete", &path)?;
+            deleted = true;
             continue;
         }
         let bytes = match fs::read(&path) {
@@ -224,8 +250,16 @@ pub fn load(log: &SharedLog, topic: &str, partition: u32) -> Result<ProducerStat
         };
         match decode(&bytes) {
             Ok(s) if s.end_offset() == offset => {
-                loaded = Some(s);
-                break;
+                let holds = matches_log(log, &s, log_start).map_err(|source| CoreError::Log {
+                    topic: topic.into(),
+                    partition,
+                    source,
+                })?;
+                if holds {
+                    loaded = Some(s);
+                    break;
+                }
+                warn!(path = %path.display(), "ignoring a producer snapshot of batches the log no longer holds");
             }
             Ok(_) => {
                 warn!(path = %path.display(), "ignoring a producer snapshot whose name and content disagree")
@@ -234,6 +268,9 @@ pub fn load(log: &SharedLog, topic: &str, partition: u32) -> Result<ProducerStat
                 warn!(path = %path.display(), reason, "ignoring a corrupt producer snapshot")
             }
         }
+    }
+    if deleted {
+        sync_dir(dir)?;
     }
     let from_snapshot = loaded.is_some();
     let mut states = loaded.unwrap_or_else(|| ProducerStates::new(log_start));
@@ -258,6 +295,26 @@ pub fn load(log: &SharedLog, topic: &str, partition: u32) -> Result<ProducerStat
         );
     }
     Ok(states)
+}
+
+/// Whether the log holds, where the snapshot says, the last batch it reflects.
+fn matches_log(
+    log: &SharedLog,
+    s: &ProducerStates,
+    log_start: u64,
+) -> std::result::Result<bool, wharf_log::LogError> {
+    let Some((base, crc)) = s.last_batch() else {
+        // Nothing to compare (an empty log, or the end moved past deleted data).
+        return Ok(true);
+    };
+    if s.end_offset() <= log_start {
+        // Everything it covers was deleted; only producers with later batches matter,
+        // and those are replayed.
+        return Ok(true);
+    }
+    let read = log.read(base.max(log_start), 1)?;
+    Ok(BatchHeader::parse(&read.bytes)
+        .is_some_and(|h| h.base_offset >= 0 && h.base_offset as u64 == base && h.crc == crc))
 }
 
 /// Applies the headers of the batches from `states.end_offset()` to `log_end`.

@@ -133,6 +133,9 @@ pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
     /// The state reflects every batch below this offset (the log end when it is live).
     end_offset: u64,
+    /// Base offset and CRC-32C of the batch that ends at `end_offset`, when known: a
+    /// snapshot is trusted only if the log still holds that very batch there.
+    last_batch: Option<(u64, u32)>,
 }
 
 impl ProducerStates {
@@ -141,17 +144,25 @@ impl ProducerStates {
         ProducerStates {
             producers: HashMap::new(),
             end_offset,
+            last_batch: None,
         }
     }
 
     pub(crate) fn from_parts(
         producers: HashMap<i64, ProducerEntry>,
         end_offset: u64,
+        last_batch: Option<(u64, u32)>,
     ) -> ProducerStates {
         ProducerStates {
             producers,
             end_offset,
+            last_batch,
         }
+    }
+
+    /// Base offset and CRC-32C of the last batch the state reflects, if known.
+    pub fn last_batch(&self) -> Option<(u64, u32)> {
+        self.last_batch
     }
 
     /// The offset up to which (exclusive) the state reflects the log.
@@ -291,7 +302,10 @@ impl ProducerStates {
     /// state covers, for batches of every producer, idempotent or not.
     pub fn apply(&mut self, h: &BatchHeader, base_offset: u64) {
         let last_offset = batch_last_offset(base_offset, h);
-        self.end_offset = self.end_offset.max(last_offset + 1);
+        if last_offset + 1 >= self.end_offset {
+            self.end_offset = last_offset + 1;
+            self.last_batch = Some((base_offset, h.crc));
+        }
         if h.producer_id < 0 || h.base_sequence < 0 {
             return;
         }
@@ -329,7 +343,10 @@ impl ProducerStates {
     /// Moves the covered end to `offset` if it is below: batches there were deleted
     /// (retention) and are known to belong to no producer still tracked.
     pub fn advance_to(&mut self, offset: u64) {
-        self.end_offset = self.end_offset.max(offset);
+        if offset > self.end_offset {
+            self.end_offset = offset;
+            self.last_batch = None;
+        }
     }
 
     /// Forgets producers whose last batch lies wholly below `log_start_offset` (deleted

@@ -447,15 +447,9 @@ async fn a_snapshot_beyond_a_torn_log_tail_is_not_trusted() {
     }
     broker.shutdown().await.unwrap();
     drop(broker);
-    // Tear the last batch as a crash would (and forget the clean close), leaving a
-    // snapshot that covers a batch the log no longer has.
-    let part = dir.path().join("topics/t/0");
-    fs::remove_file(part.join("clean-shutdown")).unwrap();
-    let log = part.join(format!("{:020}.log", 0));
-    let len = fs::metadata(&log).unwrap().len();
-    let f = fs::OpenOptions::new().write(true).open(&log).unwrap();
-    f.set_len(len - 5).unwrap();
-    drop(f);
+    // Tear the last batch as a crash would, leaving a snapshot that covers a batch the
+    // log no longer has.
+    tear_tail(dir.path(), 5);
 
     let broker = open(dir.path()).await;
     assert_eq!(broker.offsets("t", 0).unwrap().log_end_offset, 3);
@@ -472,6 +466,72 @@ async fn a_snapshot_beyond_a_torn_log_tail_is_not_trusted() {
         .unwrap();
     assert!(r.duplicate);
     assert_eq!(copies(&broker, "t").await.values().sum::<usize>(), 4);
+    broker.shutdown().await.unwrap();
+}
+
+/// Producer snapshots of partition `t`/0.
+fn snapshot_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir.join("topics/t/0"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".producers"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Cuts the last `bytes` bytes of the partition's first segment and forgets the clean
+/// close, as a crash during a write would leave it.
+fn tear_tail(dir: &Path, bytes: u64) {
+    let part = dir.join("topics/t/0");
+    let _ = fs::remove_file(part.join("clean-shutdown"));
+    let log = part.join(format!("{:020}.log", 0));
+    let len = fs::metadata(&log).unwrap().len();
+    let f = fs::OpenOptions::new().write(true).open(&log).unwrap();
+    f.set_len(len - bytes).unwrap();
+}
+
+#[tokio::test]
+async fn a_snapshot_of_a_replaced_history_is_not_trusted() {
+    // A snapshot whose offset is within the log but whose batches are not the log's
+    // (here: resurrected after the log was cut and regrown, as a lost unlink could do)
+    // must not be loaded, or a retry would be "deduplicated" against a batch that is
+    // not there.
+    let dir = tempfile::tempdir().unwrap();
+    let broker = with_topic(dir.path()).await;
+    let (p, q) = (
+        new_producer(&broker).await.producer_id,
+        new_producer(&broker).await.producer_id,
+    );
+    for seq in 0..4 {
+        broker
+            .produce("t", 0, pbatch(p, 0, seq, 1, 1))
+            .await
+            .unwrap();
+    }
+    broker.shutdown().await.unwrap();
+    drop(broker);
+    let old = snapshot_files(dir.path());
+    assert_eq!(old.len(), 1);
+    let old_bytes = fs::read(&old[0]).unwrap();
+    tear_tail(dir.path(), 5);
+
+    let broker = open(dir.path()).await;
+    assert!(
+        snapshot_files(dir.path()).is_empty(),
+        "deleted: beyond the log end"
+    );
+    // Another producer's batches take offsets 3 and 4.
+    broker.produce("t", 0, pbatch(q, 0, 0, 2, 1)).await.unwrap();
+    drop(broker);
+    fs::write(&old[0], old_bytes).unwrap();
+
+    let broker = open(dir.path()).await;
+    let r = broker.produce("t", 0, pbatch(p, 0, 3, 1, 1)).await.unwrap();
+    assert!(!r.duplicate, "p's seq 3 was never stored in this history");
+    assert_eq!(r.info.base_offset, 5);
+    assert_eq!(copies(&broker, "t").await.get(&(p, 3)), Some(&1));
     broker.shutdown().await.unwrap();
 }
 
