@@ -48,6 +48,10 @@ const DELETED_SUFFIX: &str = ".deleted";
 /// How often retention runs unless configured otherwise.
 pub const DEFAULT_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 
+/// How long a producer id stays known on a partition without appending there, unless
+/// configured otherwise (Kafka's `producer.id.expiration.ms` default, one day).
+pub const DEFAULT_PRODUCER_ID_EXPIRATION: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// How many bytes a partition appends between two producer state snapshots unless
 /// configured otherwise.
 pub const DEFAULT_PRODUCER_SNAPSHOT_INTERVAL_BYTES: u64 = 64 << 20;
@@ -68,6 +72,11 @@ pub struct BrokerConfig {
     /// after a crash replay more of the log (only batch headers are used, but whole
     /// batches are read).
     pub producer_snapshot_interval_bytes: u64,
+    /// A producer that appended nothing to a partition for this long is forgotten there
+    /// (checked with retention, every `retention_check_interval`). Its later batches are
+    /// accepted at any sequence, so a retry it sends after that is stored twice; a
+    /// longer time keeps more state in memory and in snapshots.
+    pub producer_id_expiration: Duration,
 }
 
 impl BrokerConfig {
@@ -79,6 +88,7 @@ impl BrokerConfig {
             topic_defaults: TopicConfig::default(),
             retention_check_interval: DEFAULT_RETENTION_CHECK_INTERVAL,
             producer_snapshot_interval_bytes: DEFAULT_PRODUCER_SNAPSHOT_INTERVAL_BYTES,
+            producer_id_expiration: DEFAULT_PRODUCER_ID_EXPIRATION,
         }
     }
 }
@@ -234,6 +244,7 @@ struct Shared {
     /// Taken only inside blocking tasks (it may fsync).
     producer_ids: Mutex<ProducerIdAllocator>,
     producer_snapshot_every: u64,
+    producer_id_expiration_ms: i64,
     closed: AtomicBool,
 }
 
@@ -309,6 +320,8 @@ impl Broker {
             registry: Mutex::new(registry),
             producer_ids: Mutex::new(producer_ids),
             producer_snapshot_every: config.producer_snapshot_interval_bytes,
+            producer_id_expiration_ms: i64::try_from(config.producer_id_expiration.as_millis())
+                .unwrap_or(i64::MAX),
             closed: AtomicBool::new(false),
         };
         let mut opened = BTreeMap::new();
@@ -735,6 +748,7 @@ impl Shared {
             desc.name.as_str(),
             index,
             self.producer_snapshot_every,
+            now_ms(),
         )?;
         let (hw, _) = watch::channel(log.high_watermark());
         Ok(Arc::new(Partition {
@@ -942,7 +956,12 @@ impl Shared {
 
     fn apply_retention(&self) {
         let now = now_ms();
+        let cutoff = now.saturating_sub(self.producer_id_expiration_ms);
         for p in self.all_partitions() {
+            let expired = p.producers.expire(cutoff);
+            if expired > 0 {
+                debug!(topic = %p.topic, partition = p.index, expired, "producer ids expired");
+            }
             match p.log.apply_retention(now) {
                 Ok(r) if r.segments_deleted > 0 => info!(
                     topic = %p.topic, partition = p.index,

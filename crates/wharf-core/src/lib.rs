@@ -17,8 +17,8 @@ pub mod registry;
 mod topic;
 
 pub use broker::{
-    Broker, BrokerConfig, PartitionOffsets, DEFAULT_PRODUCER_SNAPSHOT_INTERVAL_BYTES,
-    DEFAULT_RETENTION_CHECK_INTERVAL, TOPICS_DIR,
+    Broker, BrokerConfig, PartitionOffsets, DEFAULT_PRODUCER_ID_EXPIRATION,
+    DEFAULT_PRODUCER_SNAPSHOT_INTERVAL_BYTES, DEFAULT_RETENTION_CHECK_INTERVAL, TOPICS_DIR,
 };
 pub use error::{CoreError, Result};
 pub use producer::ProducerIdAndEpoch;

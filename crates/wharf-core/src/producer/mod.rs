@@ -63,8 +63,9 @@ impl PartitionProducers {
         topic: &str,
         partition: u32,
         snapshot_every: u64,
+        now_ms: i64,
     ) -> Result<PartitionProducers> {
-        let states = snapshot::load(log, topic, partition)?;
+        let states = snapshot::load(log, topic, partition, now_ms)?;
         Ok(PartitionProducers {
             states: Mutex::new(states),
             since_snapshot: AtomicU64::new(0),
@@ -93,7 +94,7 @@ impl PartitionProducers {
             })
         };
         let appended = |checked: &[wharf_log::CheckedBatch], info: &wharf_log::AppendInfo| {
-            lock(&self.states).apply_all(checked, info.base_offset);
+            lock(&self.states).apply_all(checked, info.base_offset, now_ms);
             self.since_snapshot
                 .fetch_add(info.bytes as u64, Ordering::Relaxed);
         };
@@ -125,6 +126,11 @@ impl PartitionProducers {
         };
         self.since_snapshot.store(0, Ordering::Relaxed);
         snapshot::write(log.dir(), &copy)
+    }
+
+    /// Forgets producers idle since `cutoff_ms`; returns how many.
+    pub(crate) fn expire(&self, cutoff_ms: i64) -> usize {
+        lock(&self.states).expire(cutoff_ms)
     }
 
     /// The state of one producer (for tests and introspection).

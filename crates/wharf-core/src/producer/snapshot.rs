@@ -17,7 +17,7 @@
 //!     25     4  that batch's CRC-32C (0 if unknown)
 //!     29     4  producer count N (u32)
 //!     33     …  N entries, by producer id:
-//!                 producer id i64 | epoch i16 | last timestamp i64 | batch count B u8 (1..=5)
+//!                 producer id i64 | epoch i16 | last append ms i64 | batch count B u8 (1..=5)
 //!                 B × (first seq i32 | last seq i32 | base offset u64 | last offset u64)
 //!    end-4   4  CRC-32C of everything before it
 //! ```
@@ -77,7 +77,7 @@ pub fn encode(states: &ProducerStates) -> Vec<u8> {
     for (id, e) in entries {
         b.extend_from_slice(&id.to_be_bytes());
         b.extend_from_slice(&e.epoch.to_be_bytes());
-        b.extend_from_slice(&e.last_timestamp.to_be_bytes());
+        b.extend_from_slice(&e.last_append_ms.to_be_bytes());
         b.push(e.batches.len() as u8);
         for m in &e.batches {
             b.extend_from_slice(&m.first_seq.to_be_bytes());
@@ -150,7 +150,7 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<ProducerStates, String> {
     for _ in 0..count {
         let id = i64::from_be_bytes(r.take()?);
         let epoch = i16::from_be_bytes(r.take()?);
-        let last_timestamp = i64::from_be_bytes(r.take()?);
+        let last_append_ms = i64::from_be_bytes(r.take()?);
         let n = r.take::<1>()?[0] as usize;
         if n == 0 || n > BATCHES_TO_RETAIN || id < 0 {
             return Err(format!("bad entry for producer {id} ({n} batches)"));
@@ -169,7 +169,7 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<ProducerStates, String> {
             ProducerEntry {
                 epoch,
                 batches,
-                last_timestamp,
+                last_append_ms,
             },
         );
     }
@@ -224,7 +224,8 @@ pub fn write(dir: &Path, states: &ProducerStates) -> Result<()> {
 }
 
 /// Rebuilds a partition's producer state on open; see the module docs.
-pub fn load(log: &SharedLog, topic: &str, partition: u32) -> Result<ProducerStates> {
+/// `now_ms` stands for the last append time of producers first seen in the replay.
+pub fn load(log: &SharedLog, topic: &str, partition: u32, now_ms: i64) -> Result<ProducerStates> {
     let dir = log.dir();
     let log_end = log.log_end_offset();
     let log_start = log.log_start_offset();
@@ -278,7 +279,7 @@ pub fn load(log: &SharedLog, topic: &str, partition: u32) -> Result<ProducerStat
     // Retention may have deleted batches the snapshot never saw: start after them.
     states.advance_to(log_start);
     let replay_from = states.end_offset();
-    replay(log, &mut states, log_end).map_err(|source| CoreError::Log {
+    replay(log, &mut states, log_end, now_ms).map_err(|source| CoreError::Log {
         topic: topic.into(),
         partition,
         source,
@@ -322,6 +323,7 @@ fn replay(
     log: &SharedLog,
     states: &mut ProducerStates,
     log_end: u64,
+    now_ms: i64,
 ) -> std::result::Result<(), wharf_log::LogError> {
     let mut next = states.end_offset();
     while next < log_end {
@@ -335,7 +337,7 @@ fn replay(
             }
             let base = h.base_offset as u64;
             if h.last_offset() >= 0 && h.last_offset() as u64 >= next {
-                states.apply(&h, base);
+                states.apply(&h, base, now_ms);
             }
             pos += total;
         }
@@ -365,7 +367,7 @@ mod tests {
             });
             let c = wharf_log::check_batches(&b.build()).unwrap();
             let end = s.end_offset();
-            s.apply_all(&c, end);
+            s.apply_all(&c, end, 5);
         }
         let bytes = encode(&s);
         assert_eq!(decode(&bytes).unwrap(), s);

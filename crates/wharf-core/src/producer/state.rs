@@ -48,8 +48,11 @@ pub struct ProducerEntry {
     pub epoch: i16,
     /// The last [`BATCHES_TO_RETAIN`] batches of `epoch`, oldest first; never empty.
     pub batches: VecDeque<BatchMeta>,
-    /// Max timestamp of the producer's last batch (as Kafka keeps it; informational).
-    pub last_timestamp: i64,
+    /// Broker wall-clock time (ms since the epoch) of the producer's last append; for
+    /// batches replayed from the log, the time of the replay. Drives expiration. The
+    /// batch's own timestamp is not used: a client sets it, and old timestamps (a
+    /// replay of old data) would expire a live producer at once.
+    pub last_append_ms: i64,
 }
 
 impl ProducerEntry {
@@ -262,7 +265,7 @@ impl ProducerStates {
                     .unwrap_or_else(|| ProducerEntry {
                         epoch: h.producer_epoch,
                         batches: VecDeque::new(),
-                        last_timestamp: h.max_timestamp,
+                        last_append_ms: 0,
                     })
             });
             if entry.epoch != h.producer_epoch {
@@ -300,7 +303,8 @@ impl ProducerStates {
     /// Records a stored batch whose first offset is `base_offset`, without checks (it
     /// was admitted, or it is being replayed from the log). Also advances the offset the
     /// state covers, for batches of every producer, idempotent or not.
-    pub fn apply(&mut self, h: &BatchHeader, base_offset: u64) {
+    /// `now_ms` is the broker's wall clock.
+    pub fn apply(&mut self, h: &BatchHeader, base_offset: u64, now_ms: i64) {
         let last_offset = batch_last_offset(base_offset, h);
         if last_offset + 1 >= self.end_offset {
             self.end_offset = last_offset + 1;
@@ -321,21 +325,21 @@ impl ProducerStates {
             .or_insert_with(|| ProducerEntry {
                 epoch: h.producer_epoch,
                 batches: VecDeque::with_capacity(BATCHES_TO_RETAIN),
-                last_timestamp: h.max_timestamp,
+                last_append_ms: now_ms,
             });
         if entry.epoch != h.producer_epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
         }
-        entry.last_timestamp = h.max_timestamp;
+        entry.last_append_ms = now_ms;
         entry.push(meta);
     }
 
     /// Records the batches of a request stored from `base_offset` on, in order.
-    pub fn apply_all(&mut self, batches: &[CheckedBatch], base_offset: u64) {
+    pub fn apply_all(&mut self, batches: &[CheckedBatch], base_offset: u64, now_ms: i64) {
         let mut offset = base_offset;
         for b in batches {
-            self.apply(&b.header, offset);
+            self.apply(&b.header, offset, now_ms);
             offset = batch_last_offset(offset, &b.header) + 1;
         }
     }
@@ -347,6 +351,15 @@ impl ProducerStates {
             self.end_offset = offset;
             self.last_batch = None;
         }
+    }
+
+    /// Forgets producers that appended nothing since `cutoff_ms` (Kafka's
+    /// `producer.id.expiration.ms`). Such a producer is then unknown and accepted at any
+    /// sequence, so a retry it sends after that long is stored again.
+    pub fn expire(&mut self, cutoff_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers.retain(|_, e| e.last_append_ms >= cutoff_ms);
+        before - self.producers.len()
     }
 
     /// Forgets producers whose last batch lies wholly below `log_start_offset` (deleted
@@ -417,7 +430,7 @@ mod tests {
         let v = s.admit(batches, s.end_offset()).unwrap();
         if v == Verdict::Append {
             let end = s.end_offset();
-            s.apply_all(batches, end);
+            s.apply_all(batches, end, 0);
         }
         v
     }

@@ -689,25 +689,35 @@ async fn producer_state_survives_sigkill() {
         // (producer, seq) -> acknowledged offset
         let mut acked: BTreeMap<(i64, i32), u64> = BTreeMap::new();
         let mut lines = BufReader::new(stdout).lines();
+        let mut killed = false;
+        // Read on after the kill until the pipe closes: every complete `ack` line the
+        // child printed was an acknowledgement a client received. A line cut by the kill
+        // does not parse and is not one.
         while let Some(Ok(line)) = lines.next() {
             let parts: Vec<&str> = line.split(' ').collect();
             match parts.as_slice() {
-                ["pid", id] => ids.push(id.parse::<i64>().unwrap()),
+                ["pid", id] => ids.extend(id.parse::<i64>().ok()),
                 ["ack", id, seq, offset] => {
-                    acked.insert(
-                        (id.parse().unwrap(), seq.parse().unwrap()),
-                        offset.parse().unwrap(),
-                    );
+                    if let (Ok(id), Ok(seq), Ok(offset)) = (id.parse(), seq.parse(), offset.parse())
+                    {
+                        acked.insert((id, seq), offset);
+                    }
                 }
                 _ => {}
             }
-            if acked.len() as u64 >= kill_after {
-                break;
+            if !killed && acked.len() as u64 >= kill_after {
+                child.kill().expect("SIGKILL");
+                killed = true;
             }
         }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("wait");
-        // Acks printed after the count was reached were seen by nobody: ignore them.
+        if !killed {
+            child.kill().expect("SIGKILL");
+        }
+        let status = child.wait().expect("wait");
+        assert!(
+            !status.success(),
+            "round {round}: the producer exited: {status}"
+        );
         assert_eq!(ids.len(), 2, "round {round}: {ids:?}");
         for id in &ids {
             assert!(ids_seen.insert(*id), "producer id {id} handed out twice");
@@ -761,4 +771,31 @@ async fn producer_state_survives_sigkill() {
         assert!(after.values().all(|&n| n == 1), "round {round}: {after:?}");
         broker.shutdown().await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn an_idle_producer_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BrokerConfig::new(dir.path());
+    config.retention_check_interval = Duration::from_millis(20);
+    config.producer_id_expiration = Duration::from_millis(200);
+    let broker = Broker::open(config).await.unwrap();
+    broker.create_topic(NewTopic::new("t", 1)).await.unwrap();
+    let id = new_producer(&broker).await.producer_id;
+    broker
+        .produce("t", 0, pbatch(id, 0, 0, 1, 1))
+        .await
+        .unwrap();
+    assert!(broker.producer_state("t", 0, id).unwrap().is_some());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while broker.producer_state("t", 0, id).unwrap().is_some() {
+        assert!(std::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Unknown again: accepted wherever its sequence stands.
+    broker
+        .produce("t", 0, pbatch(id, 0, 9, 1, 1))
+        .await
+        .unwrap();
+    broker.shutdown().await.unwrap();
 }
