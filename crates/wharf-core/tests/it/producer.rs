@@ -786,7 +786,7 @@ async fn an_idle_producer_expires() {
         .produce("t", 0, pbatch(id, 0, 0, 1, 1))
         .await
         .unwrap();
-    assert!(broker.producer_state("t", 0, id).unwrap().is_some());
+    // (Not asserted known here: on a loaded machine 200 ms may already have passed.)
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while broker.producer_state("t", 0, id).unwrap().is_some() {
         assert!(std::time::Instant::now() < deadline, "never expired");
