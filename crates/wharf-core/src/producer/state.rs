@@ -204,7 +204,10 @@ impl ProducerStates {
         batches: &[CheckedBatch],
         next_offset: u64,
     ) -> Result<Verdict, SequenceError> {
-        // Only producers this request touches are copied, and only once touched twice.
+        // Producers the request advances are copied here, so that its later batches are
+        // checked against the earlier ones. A single-batch request (what Kafka clients
+        // send) needs no copy.
+        let more_than_one = batches.len() > 1;
         let mut scratch: HashMap<i64, ProducerEntry> = HashMap::new();
         let mut offset = next_offset;
         let mut duplicates: Vec<BatchMeta> = Vec::new();
@@ -252,6 +255,9 @@ impl ProducerStates {
                 check_sequence(h, e)?;
             }
             fresh += 1;
+            if !more_than_one {
+                continue;
+            }
             let meta = BatchMeta {
                 first_seq: h.base_sequence,
                 last_seq,
