@@ -5,6 +5,8 @@
 //!           /topics.json                 the topic registry (see `registry`)
 //!           /topics/<topic>/<partition>/ one wharf_log::SharedLog each
 //!           /topics/<topic>~<id>.deleted a topic being deleted; removed on next open
+//!           /producer-ids                high-water mark of allocated producer ids
+//!           /topics/<topic>/<partition>/<offset>.producers  producer state snapshots
 //! ```
 //!
 //! Concurrency: the topic map sits behind a `std::sync::RwLock` held only long enough to
@@ -24,10 +26,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
-use wharf_log::{AppendInfo, DirLock, FlushPolicy, LogError, ReadResult, SharedLog};
+use wharf_log::{
+    AppendInfo, AppendOutcome, AppendWithError, DirLock, FlushPolicy, LogError, ReadResult,
+    SharedLog,
+};
 
 use crate::error::{CoreError, IoContext, Result};
 use crate::group::{GroupConfig, GroupCoordinator};
+use crate::producer::{
+    PartitionProducers, ProducerEntry, ProducerIdAllocator, ProducerIdAndEpoch, SequenceError,
+    MAX_BUMPED_EPOCH,
+};
 use crate::registry::{sync_dir, TopicRecord, TopicRegistry};
 use crate::topic::{ConfigOp, NewTopic, TopicConfig, TopicDescription, TopicName};
 
@@ -39,6 +48,14 @@ const DELETED_SUFFIX: &str = ".deleted";
 
 /// How often retention runs unless configured otherwise.
 pub const DEFAULT_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long a producer id stays known on a partition without appending there, unless
+/// configured otherwise (Kafka's `producer.id.expiration.ms` default, one day).
+pub const DEFAULT_PRODUCER_ID_EXPIRATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How many bytes a partition appends between two producer state snapshots unless
+/// configured otherwise.
+pub const DEFAULT_PRODUCER_SNAPSHOT_INTERVAL_BYTES: u64 = 64 << 20;
 
 /// Settings of a [`Broker`].
 #[derive(Debug, Clone)]
@@ -53,6 +70,16 @@ pub struct BrokerConfig {
     pub retention_check_interval: Duration,
     /// The consumer-group coordinator's settings.
     pub groups: GroupConfig,
+    /// Bytes appended to a partition between two snapshots of its producer state. A
+    /// smaller value writes (and fsyncs) snapshots more often; a larger one makes opening
+    /// after a crash replay more of the log (only batch headers are used, but whole
+    /// batches are read).
+    pub producer_snapshot_interval_bytes: u64,
+    /// A producer that appended nothing to a partition for this long is forgotten there
+    /// (checked with retention, every `retention_check_interval`). Its later batches are
+    /// accepted at any sequence, so a retry it sends after that is stored twice; a
+    /// longer time keeps more state in memory and in snapshots.
+    pub producer_id_expiration: Duration,
 }
 
 impl BrokerConfig {
@@ -64,6 +91,8 @@ impl BrokerConfig {
             topic_defaults: TopicConfig::default(),
             retention_check_interval: DEFAULT_RETENTION_CHECK_INTERVAL,
             groups: GroupConfig::default(),
+            producer_snapshot_interval_bytes: DEFAULT_PRODUCER_SNAPSHOT_INTERVAL_BYTES,
+            producer_id_expiration: DEFAULT_PRODUCER_ID_EXPIRATION,
         }
     }
 }
@@ -85,6 +114,9 @@ struct Partition {
     topic: TopicName,
     index: u32,
     log: SharedLog,
+    /// Idempotent producers' sequence state; checked and updated inside the log's
+    /// append hooks.
+    producers: PartitionProducers,
     /// The last published high watermark. A long-poll fetch waits on a receiver instead
     /// of sleeping; dropping the partition (topic deleted, broker shut down) closes it.
     hw: watch::Sender<u64>,
@@ -96,6 +128,50 @@ impl Partition {
             topic: self.topic.to_string(),
             partition: self.index,
             source,
+        }
+    }
+
+    fn sequence_err(&self, e: SequenceError) -> CoreError {
+        let (topic, partition) = (self.topic.to_string(), self.index);
+        match e {
+            SequenceError::Fenced {
+                producer_id,
+                current_epoch,
+                epoch,
+            } => CoreError::InvalidProducerEpoch {
+                topic,
+                partition,
+                producer_id,
+                producer_epoch: epoch,
+                current_epoch,
+            },
+            SequenceError::OutOfOrder {
+                producer_id,
+                epoch,
+                expected,
+                received,
+            } => CoreError::OutOfOrderSequence {
+                topic,
+                partition,
+                producer_id,
+                producer_epoch: epoch,
+                expected,
+                received,
+            },
+            SequenceError::Transactional { producer_id } => CoreError::TransactionalBatch {
+                topic,
+                partition,
+                producer_id,
+            },
+        }
+    }
+
+    /// Writes a producer state snapshot; a failure is logged, not returned, because the
+    /// state can always be rebuilt from the log.
+    fn snapshot_producers(&self, wait: bool) {
+        if let Err(e) = self.producers.snapshot(&self.log, wait) {
+            warn!(topic = %self.topic, partition = self.index, error = %e,
+                "could not write a producer state snapshot; the next open replays more of the log");
         }
     }
 
@@ -169,6 +245,10 @@ struct Shared {
     topics: RwLock<BTreeMap<String, Arc<TopicState>>>,
     /// Serializes admin operations; taken only inside blocking tasks.
     registry: Mutex<TopicRegistry>,
+    /// Taken only inside blocking tasks (it may fsync).
+    producer_ids: Mutex<ProducerIdAllocator>,
+    producer_snapshot_every: u64,
+    producer_id_expiration_ms: i64,
     closed: AtomicBool,
 }
 
@@ -240,6 +320,7 @@ impl Broker {
         fs::create_dir_all(&topics_dir).ctx("create", &topics_dir)?;
         clean_topics_dir(&topics_dir, &registry)?;
 
+        let producer_ids = ProducerIdAllocator::open(&dir)?;
         let records: Vec<TopicRecord> = registry.topics().cloned().collect();
         let shared = Shared {
             data_dir: dir.clone(),
@@ -247,6 +328,10 @@ impl Broker {
             defaults: config.topic_defaults.clone(),
             topics: RwLock::new(BTreeMap::new()),
             registry: Mutex::new(registry),
+            producer_ids: Mutex::new(producer_ids),
+            producer_snapshot_every: config.producer_snapshot_interval_bytes,
+            producer_id_expiration_ms: i64::try_from(config.producer_id_expiration.as_millis())
+                .unwrap_or(i64::MAX),
             closed: AtomicBool::new(false),
         };
         let mut opened = BTreeMap::new();
@@ -363,25 +448,112 @@ impl Broker {
         Ok(self.shared.topic(name)?.desc.clone())
     }
 
-    /// Appends one or more concatenated RecordBatch v2 batches to a partition. The log
-    /// assigns offsets; under `FlushPolicy::Always` this returns only once the batches
-    /// are on disk. Waiters on the partition's high watermark are woken.
+    /// Appends one or more concatenated RecordBatch v2 batches to a partition: as
+    /// [`Broker::produce`], returning only where the batches are.
     pub async fn append(
         &self,
         topic: &str,
         partition: u32,
-        mut batches: Vec<u8>,
+        batches: Vec<u8>,
     ) -> Result<AppendInfo> {
+        Ok(self.produce(topic, partition, batches).await?.info)
+    }
+
+    /// Appends one or more concatenated RecordBatch v2 batches to a partition. The log
+    /// assigns offsets; under `FlushPolicy::Always` this returns only once the batches
+    /// are on disk. Waiters on the partition's high watermark are woken.
+    ///
+    /// Batches of idempotent producers (producer id >= 0) are checked against the
+    /// partition's producer state first, all of them before any is stored:
+    /// a retry of one of the producer's last 5 batches is answered with the offsets it
+    /// was stored at and `duplicate: true`, and not stored again (once the original is
+    /// durable); a gap fails with [`CoreError::OutOfOrderSequence`], an older epoch with
+    /// [`CoreError::InvalidProducerEpoch`], a transactional batch with
+    /// [`CoreError::TransactionalBatch`], and then nothing is stored.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        mut batches: Vec<u8>,
+    ) -> Result<AppendOutcome> {
         self.check_open()?;
         let p = self.shared.partition(topic, partition)?;
         // Publishing inside the blocking task means waiters are woken even if the caller
         // stops waiting (a client disconnects) once the append has started.
         run_blocking("appending", move || {
-            let info = p.log.append(&mut batches).map_err(|e| p.err(e))?;
+            let outcome =
+                p.producers
+                    .append(&p.log, &mut batches, now_ms())
+                    .map_err(|e| match e {
+                        AppendWithError::Log(e) => p.err(e),
+                        AppendWithError::Rejected(e) => p.sequence_err(e),
+                    })?;
             p.publish_high_watermark();
-            Ok(info)
+            if p.producers.snapshot_due() {
+                p.snapshot_producers(false);
+            }
+            Ok(outcome)
         })
         .await
+    }
+
+    /// Kafka `InitProducerId` for an idempotent producer. `producer_id` and
+    /// `producer_epoch` are what the producer holds, -1 for none (as on the wire).
+    ///
+    /// - No id (or one this data directory never handed out): a fresh id, epoch 0. Ids
+    ///   are never handed out twice, not even across restarts.
+    /// - An id with an epoch below [`MAX_BUMPED_EPOCH`] (KIP-360 epoch bump): the same
+    ///   id with epoch + 1. Partitions then fence the old epoch once the new one appends
+    ///   there, and the new epoch starts at sequence 0.
+    /// - At the epoch limit: a fresh id, epoch 0.
+    ///
+    /// A transactional id fails with [`CoreError::TransactionsUnsupported`].
+    pub async fn init_producer_id(
+        &self,
+        transactional_id: Option<&str>,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<ProducerIdAndEpoch> {
+        self.check_open()?;
+        if let Some(t) = transactional_id {
+            return Err(CoreError::TransactionsUnsupported {
+                transactional_id: t.to_string(),
+            });
+        }
+        let shared = Arc::clone(&self.shared);
+        run_blocking("allocating a producer id", move || {
+            let mut ids = lock(&shared.producer_ids);
+            if (0..MAX_BUMPED_EPOCH).contains(&producer_epoch)
+                && ids.may_have_allocated(producer_id)
+            {
+                return Ok(ProducerIdAndEpoch {
+                    producer_id,
+                    producer_epoch: producer_epoch + 1,
+                });
+            }
+            let id = ids.allocate()?;
+            debug!(producer_id = id, "producer id allocated");
+            Ok(ProducerIdAndEpoch {
+                producer_id: id,
+                producer_epoch: 0,
+            })
+        })
+        .await
+    }
+
+    /// What a partition knows about an idempotent producer: its epoch and the offsets
+    /// of its last batches (`None` if nothing). For introspection and tests.
+    pub fn producer_state(
+        &self,
+        topic: &str,
+        partition: u32,
+        producer_id: i64,
+    ) -> Result<Option<ProducerEntry>> {
+        Ok(self
+            .shared
+            .partition(topic, partition)?
+            .producers
+            .entry(producer_id))
     }
 
     /// Reads whole stored batches from the one holding `offset`, up to about
@@ -496,7 +668,11 @@ impl Broker {
                     let e = p.err(e);
                     error!(error = %e, "closing a partition log failed");
                     first_err.get_or_insert(e);
+                    continue;
                 }
+                // After the close no append can move the state past this snapshot, so
+                // the next open replays nothing.
+                p.snapshot_producers(true);
             }
             // Dropping the partitions closes their watches, which wakes waiters.
             drop(topics);
@@ -511,9 +687,12 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         // Without `shutdown` the logs are not closed cleanly (recovery checks them on the
-        // next open), but background threads must not outlive the broker.
+        // next open), but background threads must not outlive the broker: they are joined
+        // here, before the directory lock (a later field) is released, so a broker opened
+        // next on this directory never races a retention pass or a producer snapshot of
+        // this one. They wake on the stop signal at once.
         if let Some(bg) = lock(&self.background).take() {
-            bg.stop.stop();
+            bg.stop_and_join();
         }
     }
 }
@@ -585,11 +764,19 @@ impl Shared {
                 "partition log was not closed cleanly and has been recovered"
             );
         }
+        let producers = PartitionProducers::open(
+            &log,
+            desc.name.as_str(),
+            index,
+            self.producer_snapshot_every,
+            now_ms(),
+        )?;
         let (hw, _) = watch::channel(log.high_watermark());
         Ok(Arc::new(Partition {
             topic: desc.name.clone(),
             index,
             log,
+            producers,
             hw,
         }))
     }
@@ -790,7 +977,12 @@ impl Shared {
 
     fn apply_retention(&self) {
         let now = now_ms();
+        let cutoff = now.saturating_sub(self.producer_id_expiration_ms);
         for p in self.all_partitions() {
+            let expired = p.producers.expire(cutoff);
+            if expired > 0 {
+                debug!(topic = %p.topic, partition = p.index, expired, "producer ids expired");
+            }
             match p.log.apply_retention(now) {
                 Ok(r) if r.segments_deleted > 0 => info!(
                     topic = %p.topic, partition = p.index,

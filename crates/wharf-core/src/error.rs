@@ -1,5 +1,7 @@
 //! Errors of the broker core. Each names the topic, partition, key or file it is about,
 //! so a front-end can turn it into its protocol's error code and a readable message.
+//! Where a variant has a Kafka error code, its doc comment names it; the producer-state
+//! variants map 1:1 to theirs.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -100,6 +102,52 @@ pub enum CoreError {
         #[source]
         source: LogError,
     },
+
+    /// A batch of an idempotent producer does not continue its sequence: a gap, a new
+    /// epoch not starting at 0, or a retry older than the last 5 batches
+    /// (Kafka `OUT_OF_ORDER_SEQUENCE_NUMBER`, 45). Nothing of the request was stored.
+    #[error("topic {topic:?} partition {partition}: out of order sequence number from producer {producer_id} epoch {producer_epoch}: got {received}, expected {expected}")]
+    OutOfOrderSequence {
+        topic: String,
+        partition: u32,
+        producer_id: i64,
+        producer_epoch: i16,
+        expected: i32,
+        received: i32,
+    },
+
+    /// A batch carries an epoch older than the producer's current one on this partition:
+    /// a newer instance of the producer exists (Kafka `INVALID_PRODUCER_EPOCH`, 47).
+    /// Nothing of the request was stored.
+    #[error("topic {topic:?} partition {partition}: producer {producer_id} is fenced: epoch {producer_epoch} is older than the current epoch {current_epoch}")]
+    InvalidProducerEpoch {
+        topic: String,
+        partition: u32,
+        producer_id: i64,
+        producer_epoch: i16,
+        current_epoch: i16,
+    },
+
+    /// A transactional or control batch: Wharf has no transactions (Kafka
+    /// `INVALID_RECORD`, 87, with this text as the error message). Nothing was stored.
+    #[error("topic {topic:?} partition {partition}: producer {producer_id} sent a transactional batch, but transactions are not supported")]
+    TransactionalBatch {
+        topic: String,
+        partition: u32,
+        producer_id: i64,
+    },
+
+    /// `InitProducerId` with a transactional id: Wharf has no transactions. Kafka has no
+    /// code that says so; map it to `TRANSACTIONAL_ID_AUTHORIZATION_FAILED` (53), which
+    /// every client treats as fatal at once (rather than retrying) and reports with the
+    /// transactional id, and log this message.
+    #[error("transactional id {transactional_id:?}: transactions are not supported; use an idempotent producer without transactional.id")]
+    TransactionsUnsupported { transactional_id: String },
+
+    /// `<data-dir>/producer-ids` exists but cannot be read back. The broker refuses to
+    /// start rather than guess, because guessing low could hand out an id twice.
+    #[error("producer id file {path} is corrupt: {reason}")]
+    CorruptProducerIds { path: PathBuf, reason: String },
 
     /// The broker is shutting down or has shut down; no new work is accepted.
     #[error("the broker is shutting down")]

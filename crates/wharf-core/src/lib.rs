@@ -1,4 +1,5 @@
-//! Wharf's broker core: topics, their partitions and the registry that persists them.
+//! Wharf's broker core: topics, their partitions and the registry that persists them,
+//! and the state of idempotent producers.
 //!
 //! The core owns the model and knows nothing of wire formats beyond the record batch.
 //! Front-ends (Kafka, HTTP, AMQP) hold a [`Broker`] and call it; the broker runs each
@@ -12,18 +13,21 @@
 mod broker;
 mod error;
 pub mod group;
+pub mod producer;
 pub mod registry;
 mod topic;
 
 pub use broker::{
-    Broker, BrokerConfig, PartitionOffsets, DEFAULT_RETENTION_CHECK_INTERVAL, TOPICS_DIR,
+    Broker, BrokerConfig, PartitionOffsets, DEFAULT_PRODUCER_ID_EXPIRATION,
+    DEFAULT_PRODUCER_SNAPSHOT_INTERVAL_BYTES, DEFAULT_RETENTION_CHECK_INTERVAL, TOPICS_DIR,
 };
 pub use error::{CoreError, Result};
 pub use group::{GroupConfig, GroupCoordinator, GroupError};
+pub use producer::ProducerIdAndEpoch;
 pub use topic::{
     CleanupPolicy, ConfigOp, NewTopic, TopicConfig, TopicDescription, TopicName, CLEANUP_POLICY,
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_RETENTION_MS, DEFAULT_SEGMENT_BYTES, MAX_MESSAGE_BYTES,
     MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, MIN_SEGMENT_BYTES, RETENTION_BYTES, RETENTION_MS,
     SEGMENT_BYTES, TOPIC_CONFIG_KEYS,
 };
-pub use wharf_log::{AppendInfo, FlushPolicy, ReadResult};
+pub use wharf_log::{AppendInfo, AppendOutcome, FlushPolicy, ReadResult};

@@ -3,6 +3,7 @@
 mod batch;
 mod broker;
 mod groups;
+mod producer;
 mod registry;
 
 use std::path::Path;
