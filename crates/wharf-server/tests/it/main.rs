@@ -26,6 +26,9 @@ fn wharf() -> Command {
         "WHARF_HTTP_ADDR",
         "WHARF_FLUSH",
         "WHARF_CONFIG",
+        "WHARF_KAFKA_ADVERTISED_ADDR",
+        "WHARF_KAFKA_MAX_REQUEST_BYTES",
+        "WHARF_AUTO_CREATE_TOPICS",
     ] {
         cmd.env_remove(var);
     }
@@ -41,6 +44,8 @@ struct Server {
     lines: Arc<Mutex<Vec<String>>>,
     new_line: mpsc::Receiver<String>,
     pub http: SocketAddr,
+    /// The Kafka address it bound.
+    pub kafka: Option<SocketAddr>,
 }
 
 impl Server {
@@ -62,6 +67,9 @@ impl Server {
                     server.stderr()
                 )
             });
+            if line.contains("Kafka listener listening") {
+                server.kafka = field(&line, "kafka_addr").and_then(|a| a.parse().ok());
+            }
             if let Some(addr) = field(&line, "http_addr") {
                 if line.contains("HTTP API listening") {
                     server.http = addr.parse().expect("bound address");
@@ -87,6 +95,7 @@ impl Server {
             lines,
             new_line: rx,
             http: "0.0.0.0:0".parse().unwrap(),
+            kafka: None,
         }
     }
 
