@@ -20,12 +20,14 @@
 //! Record batches are passed through as bytes: stored as the producer sent them,
 //! served as stored.
 
+mod alloc;
 mod api;
 mod conn;
 mod errors;
 mod frame;
 mod server;
 
+pub use alloc::{LazyHugeAlloc, HUGE};
 pub use api::{supported_apis, SupportedApi};
 pub use server::KafkaListener;
 

@@ -20,6 +20,11 @@ use wharf_kafka::{KafkaConfig, KafkaListener};
 
 use crate::config::{Cli, Command, ServeConfig};
 
+/// Survives the huge array reservations a hostile Kafka request can cause (see
+/// `wharf_kafka::LazyHugeAlloc`).
+#[global_allocator]
+static ALLOC: wharf_kafka::LazyHugeAlloc = wharf_kafka::LazyHugeAlloc;
+
 /// How long in-flight HTTP requests get to finish after a shutdown signal.
 const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -71,9 +71,10 @@ pub async fn describe(
                             .entries()
                             .into_iter()
                             .filter(|(k, _)| {
-                                r.configuration_keys
-                                    .as_ref()
-                                    .is_none_or(|keys| keys.iter().any(|w| w.as_str() == *k))
+                                // Null or empty: every key.
+                                r.configuration_keys.as_ref().is_none_or(|keys| {
+                                    keys.is_empty() || keys.iter().any(|w| w.as_str() == *k)
+                                })
                             })
                             .map(|(k, v)| {
                                 let c = DescribeConfigsResourceResult::default()
