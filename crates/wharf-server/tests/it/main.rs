@@ -1,7 +1,11 @@
 //! Tests of the real `wharf` binary: one test binary, one module per area.
 
 mod cli;
+mod kcat;
+mod rdkafka_client;
 mod serve;
+
+pub use serve::serve_on;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -7,7 +7,8 @@ use nix::sys::signal::Signal;
 
 use crate::{field, locked, run_bounded, wharf, Server};
 
-fn serve_on(dir: &std::path::Path) -> std::process::Command {
+/// `wharf serve` on `dir`, with the HTTP and Kafka listeners on free ports.
+pub fn serve_on(dir: &std::path::Path) -> std::process::Command {
     let mut cmd = wharf();
     cmd.args([
         "serve",

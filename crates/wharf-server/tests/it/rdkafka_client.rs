@@ -1,0 +1,170 @@
+//! A Rust client on librdkafka (the `rdkafka` crate, bundled build) against a real
+//! `wharf serve`: admin create topic, produce with acks=all under every compression
+//! codec and with a 1 MiB message, consume by `assign` (no consumer groups yet).
+
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::{serve_on, Server};
+
+const TOPIC: &str = "rd";
+const MIB: usize = 1 << 20;
+
+/// One message as produced: key, value (None for null), one header.
+struct Sent {
+    key: String,
+    value: Option<Vec<u8>>,
+    header: String,
+}
+
+fn messages(codec: &str) -> Vec<Sent> {
+    let mut out: Vec<Sent> = (0..20)
+        .map(|i| Sent {
+            key: format!("{codec}-key-{i}"),
+            value: Some(format!("{codec} value {i} {}", "x".repeat(i * 10)).into_bytes()),
+            header: format!("h-{i}"),
+        })
+        .collect();
+    out.push(Sent {
+        key: format!("{codec}-null"),
+        value: None,
+        header: "null".into(),
+    });
+    // 1 MiB, varied enough that it does not compress to nothing.
+    let big: Vec<u8> = (0..MIB)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    out.push(Sent {
+        key: format!("{codec}-big"),
+        value: Some(big),
+        header: "big".into(),
+    });
+    out
+}
+
+#[test]
+fn rdkafka_produces_with_acks_all_under_every_codec_and_consumes_back_exactly_by_assign() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(serve_on(dir.path()));
+    let addr = server.kafka.expect("Kafka address").to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // Through CreateTopics, with a per-topic limit above the 1 MiB default.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .create()
+        .expect("admin client");
+    let limit = (4 * MIB).to_string();
+    let topic =
+        NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1)).set("max.message.bytes", &limit);
+    let results = rt
+        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .expect("create topics");
+    assert!(results[0].is_ok(), "{results:?}");
+
+    let mut expected = Vec::new();
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &addr)
+            .set("acks", "all")
+            .set("compression.codec", codec)
+            .set("message.max.bytes", &limit)
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        let sent = messages(codec);
+        rt.block_on(async {
+            // Sent concurrently, so several end up in one (compressed) batch.
+            let futures: Vec<_> = sent
+                .iter()
+                .map(|m| {
+                    let mut record = FutureRecord::to(TOPIC).partition(0).key(&m.key).headers(
+                        OwnedHeaders::new().insert(Header {
+                            key: "h",
+                            value: Some(m.header.as_bytes()),
+                        }),
+                    );
+                    if let Some(v) = &m.value {
+                        record = record.payload(v);
+                    }
+                    producer.send(record, Duration::from_secs(30))
+                })
+                .collect();
+            let mut last = -1;
+            for f in futures {
+                let delivery = f.await.unwrap_or_else(|(e, _)| panic!("{codec}: {e}"));
+                assert!(delivery.offset > last, "{codec}: offsets in order");
+                last = delivery.offset;
+            }
+        });
+        expected.extend(sent);
+    }
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        // librdkafka's assign() needs a group id even when no group is joined and
+        // nothing is committed.
+        .set("group.id", "wharf-assign-only")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        assert!(
+            Instant::now() < deadline,
+            "consumed {} of {} messages; broker log:\n{}",
+            got.len(),
+            expected.len(),
+            server.stderr()
+        );
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => got.push((
+                m.offset(),
+                m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                m.payload().map(<[u8]>::to_vec),
+                m.headers().and_then(|h| {
+                    h.iter()
+                        .next()
+                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                }),
+            )),
+            Some(Err(e)) => panic!("consumer error: {e}"),
+            None => {}
+        }
+    }
+    for (i, (want, (offset, key, value, header))) in expected.iter().zip(&got).enumerate() {
+        assert_eq!(*offset, i as i64);
+        assert_eq!(key.as_deref(), Some(want.key.as_str()), "offset {i}");
+        assert!(
+            *value == want.value,
+            "offset {i} ({}): value differs",
+            want.key
+        );
+        assert_eq!(
+            header,
+            &Some(("h".to_string(), Some(want.header.clone().into_bytes()))),
+            "offset {i}"
+        );
+    }
+    drop(consumer);
+    drop(admin);
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+}
