@@ -60,8 +60,16 @@ pub async fn run(
             };
             let Some(frame) = frame else { return Ok(()) };
             // A request in hand is finished even during a stop (bounded by the
-            // listener's drain timeout), so an acknowledged produce is answered.
-            match api::handle(&ctx, frame).await? {
+            // listener's drain timeout), so a produce that reached the log is answered;
+            // only a waiting fetch, which changes nothing, is dropped at once.
+            let waits = api::only_waits(&frame);
+            let handling = api::handle(&ctx, frame);
+            tokio::pin!(handling);
+            let reply = tokio::select! {
+                reply = &mut handling => reply?,
+                _ = stop.wait_for(|s| *s), if waits => return Ok(()),
+            };
+            match reply {
                 Reply::Send(bytes) => write_all(&mut wr, bytes).await?,
                 Reply::None => {}
             }

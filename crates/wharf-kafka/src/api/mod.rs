@@ -67,6 +67,12 @@ fn supported(key: ApiKey, version: i16) -> bool {
         .any(|a| a.key == key && (a.min..=a.max).contains(&version))
 }
 
+/// Whether the request in `frame` only reads and may wait (a Fetch): it can be dropped
+/// unanswered when the broker stops.
+pub fn only_waits(frame: &Bytes) -> bool {
+    frame.len() >= 2 && i16::from_be_bytes([frame[0], frame[1]]) == ApiKey::Fetch as i16
+}
+
 /// What to send back for a request.
 pub enum Reply {
     /// A whole response frame, size prefix included.
@@ -105,6 +111,13 @@ pub async fn handle(ctx: &Ctx, mut frame: Bytes) -> Result<Reply, ConnError> {
         )));
     }
     let name = api_name(api_key);
+    let started = std::time::Instant::now();
+    let _done = Finished {
+        api: name,
+        version,
+        correlation_id,
+        started,
+    };
     let decode_err = |e: anyhow::Error| ConnError::Decode {
         api: name,
         version,
@@ -164,6 +177,26 @@ pub async fn handle(ctx: &Ctx, mut frame: Bytes) -> Result<Reply, ConnError> {
             correlation_id,
             ResponseError::UnsupportedVersion,
         ))),
+    }
+}
+
+/// Logs (at debug) each request when its handling ends.
+struct Finished {
+    api: &'static str,
+    version: i16,
+    correlation_id: i32,
+    started: std::time::Instant,
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        debug!(
+            api = self.api,
+            version = self.version,
+            correlation_id = self.correlation_id,
+            elapsed_us = self.started.elapsed().as_micros() as u64,
+            "request handled"
+        );
     }
 }
 

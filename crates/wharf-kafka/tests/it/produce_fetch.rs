@@ -336,3 +336,40 @@ async fn offset_for_leader_epoch_answers_epoch_0_ending_at_the_log_end() {
     }
     b.stop().await;
 }
+
+#[tokio::test]
+async fn one_produce_request_for_many_partitions_answers_each_in_request_order() {
+    let b = TestBroker::start().await;
+    b.broker.create_topic(NewTopic::new("t", 3)).await.unwrap();
+    let mut c = b.connect().await;
+    // Partition 1 twice in one request is not something clients do; use 2, 0, 1.
+    let order = [2, 0, 1];
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic("t"))
+            .with_partition_data(
+                order
+                    .iter()
+                    .map(|p| {
+                        PartitionProduceData::default()
+                            .with_index(*p)
+                            .with_records(Some(Bytes::from(batch(&[(None, Some(b"x"))]))))
+                    })
+                    .collect(),
+            )]);
+    for round in 0..3 {
+        let resp = c.call(&req, 9).await;
+        let got: Vec<(i32, i16, i64)> = resp.responses[0]
+            .partition_responses
+            .iter()
+            .map(|p| (p.index, p.error_code, p.base_offset))
+            .collect();
+        assert_eq!(got, order.map(|p| (p, 0, round)));
+    }
+    for p in 0..3 {
+        assert_eq!(b.broker.offsets("t", p).unwrap().high_watermark, 3);
+    }
+    b.stop().await;
+}

@@ -163,3 +163,74 @@ fn kcat_lists_the_broker_and_topics_with_their_partitions() {
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
 }
+
+#[test]
+fn kcat_round_trips_every_compression_codec() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(serve_on(dir.path()));
+    let addr = server.kafka.expect("Kafka address");
+    let mut want = String::new();
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let input: String = (0..10).map(|i| format!("{codec}-{i}\n")).collect();
+        run(kcat(addr, &["-P", "-t", "codecs", "-z", codec]), &input);
+        want.push_str(&input);
+    }
+    let out = run(kcat(addr, &["-C", "-t", "codecs", "-e", "-f", "%s\n"]), "");
+    assert_eq!(out, want, "{}", server.stderr());
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn sigterm_stops_promptly_while_a_consumer_is_long_polling() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(serve_on(dir.path()));
+    let addr = server.kafka.expect("Kafka address");
+    run(kcat(addr, &["-P", "-t", "idle"]), "one\n");
+    // A consumer at the end of the topic, asking the broker to hold each fetch 30 s.
+    let mut consumer = kcat(
+        addr,
+        &[
+            "-C",
+            "-t",
+            "idle",
+            "-o",
+            "end",
+            "-X",
+            "fetch.wait.max.ms=30000",
+            "-q",
+        ],
+    );
+    let consumer = KillOnDrop(
+        consumer
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kcat"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = std::time::Instant::now();
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = server
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("no exit after SIGTERM:\n{}", server.stderr()));
+    assert!(status.success(), "{}", server.stderr());
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "took {:?}:\n{}",
+        sent.elapsed(),
+        server.stderr()
+    );
+    drop(consumer);
+}
+
+/// A child process killed when the test ends, pass or fail.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -85,7 +85,8 @@ fn rdkafka_produces_with_acks_all_under_every_codec_and_consumes_back_exactly_by
             .expect("producer");
         let sent = messages(codec);
         rt.block_on(async {
-            // Sent concurrently, so several end up in one (compressed) batch.
+            // All enqueued before any is awaited (`send` would enqueue only when
+            // polled), so several share one (compressed) batch.
             let futures: Vec<_> = sent
                 .iter()
                 .map(|m| {
@@ -98,12 +99,17 @@ fn rdkafka_produces_with_acks_all_under_every_codec_and_consumes_back_exactly_by
                     if let Some(v) = &m.value {
                         record = record.payload(v);
                     }
-                    producer.send(record, Duration::from_secs(30))
+                    producer
+                        .send_result(record)
+                        .unwrap_or_else(|(e, _)| panic!("{codec}: enqueue: {e}"))
                 })
                 .collect();
             let mut last = -1;
             for f in futures {
-                let delivery = f.await.unwrap_or_else(|(e, _)| panic!("{codec}: {e}"));
+                let delivery = f
+                    .await
+                    .expect("delivery report")
+                    .unwrap_or_else(|(e, _)| panic!("{codec}: {e}"));
                 assert!(delivery.offset > last, "{codec}: offsets in order");
                 last = delivery.offset;
             }
@@ -164,6 +170,117 @@ fn rdkafka_produces_with_acks_all_under_every_codec_and_consumes_back_exactly_by
         );
     }
     drop(consumer);
+    drop(admin);
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn rdkafka_keyed_messages_over_3_partitions_come_back_in_per_partition_order() {
+    const N: usize = 10_000;
+    const KEYS: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(serve_on(dir.path()));
+    let addr = server.kafka.expect("Kafka address").to_string();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .create()
+        .expect("admin client");
+    let topic = NewTopic::new("keyed", 3, TopicReplication::Fixed(1));
+    let results = rt
+        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .expect("create topics");
+    assert!(results[0].is_ok(), "{results:?}");
+
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .set("acks", "all")
+        .set("linger.ms", "10")
+        .create()
+        .expect("producer");
+    // key -> partition, as the producer's partitioner chose it.
+    let mut partition_of = std::collections::HashMap::new();
+    rt.block_on(async {
+        let records: Vec<(String, String)> = (0..N)
+            .map(|i| (format!("key-{}", i % KEYS), i.to_string()))
+            .collect();
+        // All enqueued at once (`send` would enqueue only when polled): the producer
+        // batches them per partition.
+        let futures: Vec<_> = records
+            .iter()
+            .map(|(key, value)| {
+                let f = producer
+                    .send_result(FutureRecord::to("keyed").key(key).payload(value))
+                    .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"));
+                (key, f)
+            })
+            .collect();
+        for (key, f) in futures {
+            let d = f
+                .await
+                .expect("delivery report")
+                .unwrap_or_else(|(e, _)| panic!("{e}"));
+            let p = *partition_of.entry(key.clone()).or_insert(d.partition);
+            assert_eq!(p, d.partition, "{key} went to two partitions");
+        }
+    });
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .set("group.id", "wharf-assign-only")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset("keyed", p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last_seq_per_key = std::collections::HashMap::new();
+    let mut next_offset = [0i64; 3];
+    let mut count = 0;
+    while count < N {
+        assert!(Instant::now() < deadline, "consumed {count} of {N}");
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                let p = m.partition();
+                assert_eq!(
+                    m.offset(),
+                    next_offset[p as usize],
+                    "partition {p}: gap or repeat"
+                );
+                next_offset[p as usize] += 1;
+                let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+                assert_eq!(partition_of[&key], p, "{key}");
+                let seq: usize = std::str::from_utf8(m.payload().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                // Messages of one key were sent in increasing order and must come back so.
+                if let Some(prev) = last_seq_per_key.insert(key.clone(), seq) {
+                    assert!(seq > prev, "{key}: {seq} after {prev}");
+                }
+                count += 1;
+            }
+            Some(Err(e)) => panic!("consumer error: {e}"),
+            None => {}
+        }
+    }
+    assert_eq!(next_offset.iter().sum::<i64>(), N as i64);
+    assert!(
+        next_offset.iter().all(|n| *n > 0),
+        "{next_offset:?}: keys not spread"
+    );
+    drop(consumer);
+    drop(producer);
     drop(admin);
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
