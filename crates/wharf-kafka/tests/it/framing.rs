@@ -217,3 +217,129 @@ async fn a_request_over_the_configured_maximum_is_refused_before_it_is_read() {
     );
     b.stop().await;
 }
+
+/// xorshift64*: deterministic, so a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// A request body (header included) of type `R` at `version`.
+fn encoded<R: kafka_protocol::protocol::Request>(req: &R, version: i16) -> Vec<u8> {
+    let header = kafka_protocol::messages::RequestHeader::default()
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_static_str("fuzz")));
+    let mut body = BytesMut::new();
+    header
+        .encode(&mut body, R::header_version(version))
+        .unwrap();
+    req.encode(&mut body, version).unwrap();
+    body.to_vec()
+}
+
+fn seeds() -> Vec<Vec<u8>> {
+    use bytes::Bytes;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::*;
+    let t = crate::topic("t");
+    let produce = ProduceRequest::default()
+        .with_acks(-1)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(t.clone())
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(1)
+                .with_records(Some(Bytes::from(crate::batch(&[(
+                    Some(b"k"),
+                    Some(b"v"),
+                )]))))])]);
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(50)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(t.clone())
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(1)
+                .with_partition_max_bytes(1 << 20)])]);
+    let list = ListOffsetsRequest::default().with_topics(vec![ListOffsetsTopic::default()
+        .with_name(t.clone())
+        .with_partitions(vec![ListOffsetsPartition::default().with_timestamp(-1)])]);
+    let metadata = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(t.clone())),
+    ]));
+    let mut out = Vec::new();
+    for v in [3, 9, 12] {
+        out.push(encoded(&produce, v));
+    }
+    for v in [4, 11, 12, 16] {
+        out.push(encoded(&fetch, v));
+    }
+    for v in [1, 7] {
+        out.push(encoded(&list, v));
+    }
+    for v in [0, 9, 12] {
+        out.push(encoded(&metadata, v));
+    }
+    for v in [0, 3] {
+        out.push(encoded(&ApiVersionsRequest::default(), v));
+    }
+    out.push(encoded(&DescribeClusterRequest::default(), 1));
+    out.push(encoded(&DescribeConfigsRequest::default(), 4));
+    out
+}
+
+#[tokio::test]
+async fn ten_thousand_mutated_requests_never_take_the_broker_down() {
+    let b = TestBroker::start().await;
+    b.broker
+        .create_topic(wharf_core::NewTopic::new("t", 2))
+        .await
+        .unwrap();
+    let seeds = seeds();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for i in 0..10_000 {
+        let mut frame = seeds[i % seeds.len()].clone();
+        for _ in 0..=rng.below(4) {
+            // Keep the api key and version (bytes 0..4): mutate what a decoder reads.
+            let at = 4 + rng.below(frame.len() - 4);
+            match rng.below(5) {
+                0 => frame[at] ^= 1 << rng.below(8),
+                1 => frame[at] = 0xff,
+                2 => frame[at] = 0x7f,
+                3 => frame[at] = 0x00,
+                _ => frame.truncate(at.max(8)),
+            }
+        }
+        let mut c = b.connect().await;
+        c.send_raw(&frame).await;
+        // Whatever the answer (an error, a response, a close), do not wait for it.
+    }
+    let mut good = b.connect().await;
+    assert_eq!(
+        good.call(&ApiVersionsRequest::default(), 3)
+            .await
+            .error_code,
+        0
+    );
+    let resp = good
+        .call(&MetadataRequest::default().with_topics(None), 12)
+        .await;
+    assert!(resp
+        .topics
+        .iter()
+        .any(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "t")));
+    b.stop().await;
+}
