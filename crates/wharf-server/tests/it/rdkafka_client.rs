@@ -285,3 +285,136 @@ fn rdkafka_keyed_messages_over_3_partitions_come_back_in_per_partition_order() {
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
 }
+
+/// `wharf serve` on `dir` with the Kafka listener on a fixed `port`, so a restarted
+/// broker is found by the clients again.
+fn serve_on_port(dir: &std::path::Path, port: u16) -> std::process::Command {
+    let mut cmd = crate::wharf();
+    cmd.args(["serve", "--http-addr", "127.0.0.1:0", "--kafka-addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(dir);
+    cmd
+}
+
+#[test]
+fn every_message_acked_with_acks_all_survives_repeated_sigkills_of_the_broker() {
+    const KILLS: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = Server::start(serve_on_port(dir.path(), port));
+
+    // The producer runs until every kill and restart is done.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producer_stop = stop.clone();
+    let producer_addr = addr.clone();
+    let producing = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &producer_addr)
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "60000")
+            .set("reconnect.backoff.ms", "50")
+            .set("reconnect.backoff.max.ms", "500")
+            .create()
+            .expect("producer");
+        let mut acked = Vec::new();
+        let mut failed = 0;
+        let mut sent = 0;
+        while !producer_stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let chunk: Vec<String> = (sent..sent + 50).map(|i| format!("m-{i}")).collect();
+            sent += chunk.len();
+            let futures: Vec<_> = chunk
+                .iter()
+                .map(|v| {
+                    let f = producer
+                        .send_result(FutureRecord::<(), _>::to("dur").partition(0).payload(v))
+                        .unwrap_or_else(|(e, _)| panic!("enqueue: {e}"));
+                    (v.clone(), f)
+                })
+                .collect();
+            rt.block_on(async {
+                for (v, f) in futures {
+                    match f.await.expect("delivery report") {
+                        Ok(_) => acked.push(v),
+                        Err(_) => failed += 1,
+                    }
+                }
+            });
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (acked, failed, sent)
+    });
+
+    for _ in 0..KILLS {
+        std::thread::sleep(Duration::from_millis(700));
+        server.signal(nix::sys::signal::Signal::SIGKILL);
+        server
+            .wait_timeout(Duration::from_secs(10))
+            .expect("exit after SIGKILL");
+        server = Server::start(serve_on_port(dir.path(), port));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, failed, sent) = producing.join().expect("producer thread");
+    eprintln!("sent {sent}, acked {}, failed {failed}", acked.len());
+    assert!(
+        acked.len() > sent / 2,
+        "only {} of {sent} acked ({failed} failed)",
+        acked.len()
+    );
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .set("group.id", "wharf-assign-only")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("dur", 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let end = server_high_watermark(&consumer);
+    let mut seen = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut next = 0;
+    while next < end {
+        assert!(Instant::now() < deadline, "read {next} of {end}");
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                next = m.offset() + 1;
+                seen.insert(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+            }
+            Some(Err(e)) => panic!("consumer error: {e}"),
+            None => {}
+        }
+    }
+    let lost: Vec<&String> = acked.iter().filter(|v| !seen.contains(*v)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged messages lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    drop(consumer);
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+}
+
+/// The partition's high watermark, as ListOffsets tells the consumer.
+fn server_high_watermark(consumer: &BaseConsumer) -> i64 {
+    let (_, high) = consumer
+        .fetch_watermarks("dur", 0, Duration::from_secs(10))
+        .expect("watermarks");
+    high
+}
