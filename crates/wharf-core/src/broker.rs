@@ -574,6 +574,27 @@ impl Broker {
         .await
     }
 
+    /// Moves the partition's log start offset up to `offset` (Kafka `DeleteRecords`),
+    /// deleting the segments wholly below it, and returns the new log start offset.
+    /// `offset` may not pass the high watermark: only committed data can be deleted.
+    pub async fn delete_records(&self, topic: &str, partition: u32, offset: u64) -> Result<u64> {
+        self.check_open()?;
+        let p = self.shared.partition(topic, partition)?;
+        run_blocking("deleting records", move || {
+            let hw = p.log.high_watermark();
+            if offset > hw {
+                return Err(p.err(LogError::OffsetOutOfRange {
+                    offset,
+                    log_start: p.log.log_start_offset(),
+                    log_end: hw,
+                }));
+            }
+            p.log.purge_prefix(offset).map_err(|e| p.err(e))?;
+            Ok(p.log.log_start_offset())
+        })
+        .await
+    }
+
     /// The first offset whose batch's max timestamp is at or after `timestamp_ms`
     /// (Kafka `ListOffsets` by time); `None` if there is none.
     pub async fn offset_for_timestamp(

@@ -8,6 +8,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use anyhow::{anyhow, Context};
 use clap::parser::ValueSource;
@@ -18,6 +19,8 @@ use wharf_log::FlushPolicy;
 pub const DEFAULT_DATA_DIR: &str = "./wharf-data";
 pub const DEFAULT_KAFKA_ADDR: &str = "127.0.0.1:9092";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_KAFKA_MAX_REQUEST_BYTES: u32 = wharf_kafka::DEFAULT_MAX_REQUEST_BYTES;
+pub const DEFAULT_AUTO_CREATE_TOPICS: bool = true;
 
 const SETTINGS_HELP: &str = "\
 Settings of `wharf serve`, each from the command line, else the environment, else the
@@ -26,13 +29,24 @@ Settings of `wharf serve`, each from the command line, else the environment, els
   --data-dir <DIR>        env WHARF_DATA_DIR, file key data_dir, default ./wharf-data
       Where the topic registry and all partition data live; locked, one broker at a time.
   --kafka-addr <IP:PORT>  env WHARF_KAFKA_ADDR, file key kafka_addr, default 127.0.0.1:9092
-      Kafka listener address; validated now, bound once the Kafka front-end exists.
+      Kafka listener address; port 0 picks one.
+  --kafka-advertised-addr <HOST:PORT>
+                          env WHARF_KAFKA_ADVERTISED_ADDR, file key kafka_advertised_addr,
+                          default: the bound Kafka address
+      Where Metadata tells Kafka clients to connect.
+  --kafka-max-request-bytes <BYTES>
+                          env WHARF_KAFKA_MAX_REQUEST_BYTES, file key kafka_max_request_bytes,
+                          default 104857600 (100 MiB)
+      Largest Kafka request accepted; a client sending a larger one is disconnected.
+  --auto-create-topics <BOOL>
+                          env WHARF_AUTO_CREATE_TOPICS, file key auto_create_topics, default true
+      Create unknown topics (1 partition) on Kafka Metadata and Produce requests.
   --http-addr <IP:PORT>   env WHARF_HTTP_ADDR, file key http_addr, default 127.0.0.1:8080
       HTTP API address (GET /health), bound once the broker is open; port 0 picks one.
   --flush <POLICY>        env WHARF_FLUSH, file key flush, default always
       When data is fsync'd: always (no acknowledged loss), interval:<ms>, or never.
   --config <FILE>         env WHARF_CONFIG, no default
-      TOML file with any of the keys data_dir, kafka_addr, http_addr, flush.
+      TOML file with any of the keys above.
 
 Run `wharf serve --help` for details. Logs go to stderr; RUST_LOG sets the level
 (default info; e.g. RUST_LOG=debug or RUST_LOG=wharf_core=debug).";
@@ -74,11 +88,35 @@ pub struct ServeArgs {
 
     /// Address for Kafka clients, IP:PORT [default: 127.0.0.1:9092]
     ///
-    /// Validated at startup but not bound yet: the Kafka listener arrives with the Kafka
-    /// front-end. Use 0.0.0.0:9092 to accept clients from other machines once it
-    /// exists. Config file key: `kafka_addr`.
+    /// Bound once the broker has opened, before the HTTP API. Use 0.0.0.0:9092 to accept
+    /// clients from other machines (and set --kafka-advertised-addr to a name they can
+    /// reach). Port 0 picks a free port; the address actually bound is logged. Config
+    /// file key: `kafka_addr`.
     #[arg(long, env = "WHARF_KAFKA_ADDR", value_name = "IP:PORT")]
     pub kafka_addr: Option<SocketAddr>,
+
+    /// Address Kafka clients are told to connect to, HOST:PORT [default: the bound address]
+    ///
+    /// Metadata responses name this host and port as the broker's. Needed when clients
+    /// reach Wharf under another name than the address it binds (0.0.0.0, containers,
+    /// NAT). Config file key: `kafka_advertised_addr`.
+    #[arg(long, env = "WHARF_KAFKA_ADVERTISED_ADDR", value_name = "HOST:PORT")]
+    pub kafka_advertised_addr: Option<AdvertisedAddr>,
+
+    /// Largest Kafka request accepted, in bytes [default: 104857600 (100 MiB)]
+    ///
+    /// Checked against the size prefix before anything is allocated: a client that
+    /// announces a larger request is disconnected (with one log line). Must be at least
+    /// 8. Config file key: `kafka_max_request_bytes`.
+    #[arg(long, env = "WHARF_KAFKA_MAX_REQUEST_BYTES", value_name = "BYTES", value_parser = clap::value_parser!(u32).range(8..))]
+    pub kafka_max_request_bytes: Option<u32>,
+
+    /// Create unknown topics on Kafka Metadata and Produce requests: true or false [default: true]
+    ///
+    /// As Kafka's `auto.create.topics.enable`: a topic a client names is created with 1
+    /// partition and the default settings. Config file key: `auto_create_topics`.
+    #[arg(long, env = "WHARF_AUTO_CREATE_TOPICS", value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub auto_create_topics: Option<bool>,
 
     /// Address of the HTTP API (GET /health), IP:PORT [default: 127.0.0.1:8080]
     ///
@@ -99,7 +137,7 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_FLUSH", value_name = "POLICY")]
     pub flush: Option<FlushPolicy>,
 
-    /// TOML file with any of the keys data_dir, kafka_addr, http_addr, flush
+    /// TOML file with any of the keys data_dir, kafka_addr, http_addr, flush, …
     ///
     /// Values in the file apply where neither the command line nor the environment set
     /// one. Unknown keys are an error, so a typo does not go unnoticed. Example:
@@ -138,7 +176,49 @@ pub struct ServeConfig {
     pub kafka_addr: (SocketAddr, Source),
     pub http_addr: (SocketAddr, Source),
     pub flush: (FlushPolicy, Source),
+    /// `None`: advertise the bound address.
+    pub kafka_advertised_addr: (Option<AdvertisedAddr>, Source),
+    pub kafka_max_request_bytes: (u32, Source),
+    pub auto_create_topics: (bool, Source),
     pub config_file: Option<PathBuf>,
+}
+
+/// A `HOST:PORT` Kafka clients can connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvertisedAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for AdvertisedAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("expected HOST:PORT, got {s:?}"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("expected HOST:PORT, got {s:?}: the host is empty"));
+        }
+        let port = port
+            .parse()
+            .map_err(|_| format!("expected HOST:PORT, got {s:?}: bad port {port:?}"))?;
+        Ok(AdvertisedAddr {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for AdvertisedAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// The `--config` file. Every key optional; unknown keys rejected.
@@ -149,6 +229,9 @@ struct FileConfig {
     kafka_addr: Option<String>,
     http_addr: Option<String>,
     flush: Option<String>,
+    kafka_advertised_addr: Option<String>,
+    kafka_max_request_bytes: Option<u32>,
+    auto_create_topics: Option<bool>,
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -218,11 +301,40 @@ impl ServeConfig {
             (None, Some(f)) => (parse_file_value(path, "flush", f)?, Source::ConfigFile),
             (None, None) => (FlushPolicy::default(), Source::Default),
         };
+        let kafka_advertised_addr = match (&args.kafka_advertised_addr, &file.kafka_advertised_addr)
+        {
+            (Some(a), _) => (Some(a.clone()), source_of(matches, "kafka_advertised_addr")),
+            (None, Some(a)) => (
+                Some(parse_file_value(path, "kafka_advertised_addr", a)?),
+                Source::ConfigFile,
+            ),
+            (None, None) => (None, Source::Default),
+        };
+        let kafka_max_request_bytes =
+            match (args.kafka_max_request_bytes, file.kafka_max_request_bytes) {
+                (Some(n), _) => (n, source_of(matches, "kafka_max_request_bytes")),
+                (None, Some(n)) if n < 8 => {
+                    return Err(anyhow!(
+                        "config file {}: kafka_max_request_bytes = {n}: must be at least 8",
+                        path.display()
+                    ))
+                }
+                (None, Some(n)) => (n, Source::ConfigFile),
+                (None, None) => (DEFAULT_KAFKA_MAX_REQUEST_BYTES, Source::Default),
+            };
+        let auto_create_topics = match (args.auto_create_topics, file.auto_create_topics) {
+            (Some(b), _) => (b, source_of(matches, "auto_create_topics")),
+            (None, Some(b)) => (b, Source::ConfigFile),
+            (None, None) => (DEFAULT_AUTO_CREATE_TOPICS, Source::Default),
+        };
         Ok(ServeConfig {
             data_dir,
             kafka_addr,
             http_addr,
             flush,
+            kafka_advertised_addr,
+            kafka_max_request_bytes,
+            auto_create_topics,
             config_file: args.config.clone(),
         })
     }
@@ -244,6 +356,9 @@ mod tests {
             kafka_addr: None,
             http_addr: None,
             flush: None,
+            kafka_advertised_addr: None,
+            kafka_max_request_bytes: None,
+            auto_create_topics: None,
             config,
         }
     }

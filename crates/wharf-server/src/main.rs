@@ -16,8 +16,14 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 use wharf_core::{Broker, BrokerConfig};
+use wharf_kafka::{KafkaConfig, KafkaListener};
 
 use crate::config::{Cli, Command, ServeConfig};
+
+/// Survives the huge array reservations a hostile Kafka request can cause (see
+/// `wharf_kafka::LazyHugeAlloc`).
+#[global_allocator]
+static ALLOC: wharf_kafka::LazyHugeAlloc = wharf_kafka::LazyHugeAlloc;
 
 /// How long in-flight HTTP requests get to finish after a shutdown signal.
 const HTTP_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,6 +90,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let (kafka_addr, kafka_from) = config.kafka_addr;
     let (http_addr, http_from) = config.http_addr;
     let (flush, flush_from) = config.flush;
+    let (advertised, advertised_from) = config.kafka_advertised_addr.clone();
+    let (max_request, max_request_from) = config.kafka_max_request_bytes;
+    let (auto_create, auto_create_from) = config.auto_create_topics;
     info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %data_dir.display(),
@@ -94,6 +103,12 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         http_addr_from = %http_from,
         flush = %flush,
         flush_from = %flush_from,
+        kafka_advertised_addr = %advertised.as_ref().map_or_else(|| "bound".to_string(), ToString::to_string),
+        kafka_advertised_addr_from = %advertised_from,
+        kafka_max_request_bytes = max_request,
+        kafka_max_request_bytes_from = %max_request_from,
+        auto_create_topics = auto_create,
+        auto_create_topics_from = %auto_create_from,
         config_file = ?config.config_file,
         "starting wharf"
     );
@@ -110,7 +125,20 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         "topics recovered"
     );
 
-    let served = serve_http(http_addr, kafka_addr, stop).await;
+    let kafka_config = KafkaConfig {
+        max_request_bytes: max_request,
+        advertised_addr: advertised.map(|a| (a.host, a.port)),
+        auto_create_topics: auto_create,
+        ..KafkaConfig::default()
+    };
+    let served = serve_listeners(
+        Arc::clone(&broker),
+        kafka_addr,
+        kafka_config,
+        http_addr,
+        stop,
+    )
+    .await;
     let closed = broker
         .shutdown()
         .await
@@ -130,10 +158,38 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     }
 }
 
+/// Binds the Kafka listener, then the HTTP listener (so an answering `/health` means
+/// every listener is up), and serves both until `stop`.
+async fn serve_listeners(
+    broker: Arc<Broker>,
+    kafka_addr: std::net::SocketAddr,
+    kafka_config: KafkaConfig,
+    http_addr: std::net::SocketAddr,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let kafka = KafkaListener::bind(kafka_addr, broker, kafka_config)
+        .await
+        .with_context(|| format!("binding the Kafka listener on {kafka_addr}"))?;
+    let bound = kafka
+        .local_addr()
+        .with_context(|| format!("reading the address bound for {kafka_addr}"))?;
+    let (host, port) = kafka.advertised_addr();
+    info!(kafka_addr = %bound, advertised = %format!("{host}:{port}"), "Kafka listener listening");
+    // Stopped when the HTTP server returns: after the shutdown signal, or at once when
+    // the HTTP listener cannot be bound.
+    let (kafka_stop, kafka_stopped) = watch::channel(false);
+    let kafka_task = tokio::spawn(kafka.serve(stopped(kafka_stopped)));
+    let http = serve_http(http_addr, stop).await;
+    let _ = kafka_stop.send(true);
+    if let Err(e) = kafka_task.await {
+        error!(error = %e, "the Kafka listener task failed");
+    }
+    http
+}
+
 /// Binds the HTTP listener (only now that the broker is open) and serves until `stop`.
 async fn serve_http(
     http_addr: std::net::SocketAddr,
-    kafka_addr: std::net::SocketAddr,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(http_addr)
@@ -143,10 +199,6 @@ async fn serve_http(
         .local_addr()
         .with_context(|| format!("reading the address bound for {http_addr}"))?;
     info!(http_addr = %bound, "HTTP API listening");
-    info!(
-        kafka_addr = %kafka_addr,
-        "Kafka listener not started: it arrives with the Kafka front-end"
-    );
     info!("wharf ready");
 
     let server =

@@ -4,16 +4,22 @@ use std::time::{Duration, Instant};
 
 use crate::{run_bounded, wharf};
 
-const OPTIONS: [&str; 5] = [
+const OPTIONS: [&str; 8] = [
     "--data-dir",
     "--kafka-addr",
+    "--kafka-advertised-addr",
+    "--kafka-max-request-bytes",
+    "--auto-create-topics",
     "--http-addr",
     "--flush",
     "--config",
 ];
-const ENV_VARS: [&str; 5] = [
+const ENV_VARS: [&str; 8] = [
     "WHARF_DATA_DIR",
     "WHARF_KAFKA_ADDR",
+    "WHARF_KAFKA_ADVERTISED_ADDR",
+    "WHARF_KAFKA_MAX_REQUEST_BYTES",
+    "WHARF_AUTO_CREATE_TOPICS",
     "WHARF_HTTP_ADDR",
     "WHARF_FLUSH",
     "WHARF_CONFIG",
@@ -72,6 +78,17 @@ fn bad_settings_fail_at_once_with_a_clear_message() {
         ),
         (vec![], vec![("WHARF_FLUSH", "interval:0")], "interval:0"),
         (
+            vec!["--kafka-max-request-bytes".into(), "4".into()],
+            vec![],
+            "--kafka-max-request-bytes",
+        ),
+        (
+            vec!["--kafka-advertised-addr".into(), "no-port".into()],
+            vec![],
+            "--kafka-advertised-addr",
+        ),
+        (vec![], vec![("WHARF_AUTO_CREATE_TOPICS", "maybe")], "maybe"),
+        (
             vec!["--http-addr".into(), "nowhere".into()],
             vec![],
             "--http-addr",
@@ -105,6 +122,10 @@ fn bad_settings_fail_at_once_with_a_clear_message() {
         if !args.iter().any(|a| a == "--http-addr") {
             // Should a bad setting slip through, do not take port 8080.
             cmd.env("WHARF_HTTP_ADDR", "127.0.0.1:0");
+        }
+        if needle != "kafka_addr" {
+            // Nor port 9092 (the environment beats the file that sets a bad one).
+            cmd.env("WHARF_KAFKA_ADDR", "127.0.0.1:0");
         }
         let out = run_bounded(&mut cmd, Duration::from_secs(5));
         assert!(started.elapsed() < Duration::from_secs(5));

@@ -1,7 +1,11 @@
 //! Tests of the real `wharf` binary: one test binary, one module per area.
 
 mod cli;
+mod kcat;
+mod rdkafka_client;
 mod serve;
+
+pub use serve::serve_on;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -26,6 +30,9 @@ fn wharf() -> Command {
         "WHARF_HTTP_ADDR",
         "WHARF_FLUSH",
         "WHARF_CONFIG",
+        "WHARF_KAFKA_ADVERTISED_ADDR",
+        "WHARF_KAFKA_MAX_REQUEST_BYTES",
+        "WHARF_AUTO_CREATE_TOPICS",
     ] {
         cmd.env_remove(var);
     }
@@ -41,6 +48,8 @@ struct Server {
     lines: Arc<Mutex<Vec<String>>>,
     new_line: mpsc::Receiver<String>,
     pub http: SocketAddr,
+    /// The Kafka address it bound.
+    pub kafka: Option<SocketAddr>,
 }
 
 impl Server {
@@ -62,6 +71,9 @@ impl Server {
                     server.stderr()
                 )
             });
+            if line.contains("Kafka listener listening") {
+                server.kafka = field(&line, "kafka_addr").and_then(|a| a.parse().ok());
+            }
             if let Some(addr) = field(&line, "http_addr") {
                 if line.contains("HTTP API listening") {
                     server.http = addr.parse().expect("bound address");
@@ -87,6 +99,7 @@ impl Server {
             lines,
             new_line: rx,
             http: "0.0.0.0:0".parse().unwrap(),
+            kafka: None,
         }
     }
 

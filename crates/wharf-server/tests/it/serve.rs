@@ -7,10 +7,18 @@ use nix::sys::signal::Signal;
 
 use crate::{field, locked, run_bounded, wharf, Server};
 
-fn serve_on(dir: &std::path::Path) -> std::process::Command {
+/// `wharf serve` on `dir`, with the HTTP and Kafka listeners on free ports.
+pub fn serve_on(dir: &std::path::Path) -> std::process::Command {
     let mut cmd = wharf();
-    cmd.args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir);
+    cmd.args([
+        "serve",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--kafka-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(dir);
     cmd
 }
 
@@ -104,7 +112,7 @@ fn settings_come_from_flag_then_env_then_file_then_default() {
     fs::write(
         &config,
         format!(
-            "data_dir = {:?}\nhttp_addr = \"127.0.0.1:0\"\nflush = \"never\"\n",
+            "data_dir = {:?}\nhttp_addr = \"127.0.0.1:0\"\nkafka_addr = \"127.0.0.1:0\"\nflush = \"never\"\nkafka_max_request_bytes = 1000\n",
             from_file.display().to_string()
         ),
     )
@@ -119,16 +127,37 @@ fn settings_come_from_flag_then_env_then_file_then_default() {
     assert_eq!(field(line, "flush"), Some("never"), "{line}");
     assert_eq!(field(line, "data_dir_from"), Some("file"), "{line}");
     assert_eq!(field(line, "http_addr_from"), Some("file"), "{line}");
+    assert_eq!(
+        field(line, "kafka_max_request_bytes"),
+        Some("1000"),
+        "{line}"
+    );
+    assert_eq!(
+        field(line, "kafka_max_request_bytes_from"),
+        Some("file"),
+        "{line}"
+    );
 
     // The environment beats the file.
     let mut cmd = wharf();
     cmd.arg("serve")
         .env("WHARF_CONFIG", &config)
         .env("WHARF_DATA_DIR", &from_env)
-        .env("WHARF_FLUSH", "interval:100");
+        .env("WHARF_FLUSH", "interval:100")
+        .env("WHARF_KAFKA_MAX_REQUEST_BYTES", "2000");
     let log = run_once(cmd);
     let line = startup_line(&log);
     assert!(locked(&from_env), "{log}");
+    assert_eq!(
+        field(line, "kafka_max_request_bytes"),
+        Some("2000"),
+        "{line}"
+    );
+    assert_eq!(
+        field(line, "kafka_max_request_bytes_from"),
+        Some("env"),
+        "{line}"
+    );
     assert_eq!(field(line, "flush"), Some("interval:100"), "{line}");
     assert_eq!(field(line, "data_dir_from"), Some("env"), "{line}");
     assert_eq!(field(line, "http_addr_from"), Some("file"), "{line}");
@@ -153,30 +182,57 @@ fn settings_come_from_flag_then_env_then_file_then_default() {
     let cwd = root.path().join("cwd");
     fs::create_dir(&cwd).unwrap();
     let mut cmd = wharf();
+    // The Kafka port is the one setting not left at its default (9092 may be taken on a
+    // shared machine); its default is checked by the config unit tests.
     cmd.current_dir(&cwd)
-        .args(["serve", "--http-addr", "127.0.0.1:0"]);
+        .args(["serve", "--http-addr", "127.0.0.1:0"])
+        .env("WHARF_KAFKA_ADDR", "127.0.0.1:0");
     let log = run_once(cmd);
     let line = startup_line(&log);
     assert!(locked(&cwd.join("wharf-data")), "{log}");
     assert_eq!(field(line, "flush"), Some("always"), "{line}");
     assert_eq!(field(line, "data_dir_from"), Some("default"), "{line}");
-    assert_eq!(field(line, "kafka_addr"), Some("127.0.0.1:9092"), "{line}");
+    assert_eq!(
+        field(line, "kafka_max_request_bytes_from"),
+        Some("default"),
+        "{line}"
+    );
+    assert_eq!(field(line, "auto_create_topics"), Some("true"), "{line}");
 }
 
 #[test]
-fn the_kafka_address_is_validated_and_logged_but_not_bound() {
+fn the_kafka_listener_is_bound_before_health_answers_and_logged() {
     let dir = tempfile::tempdir().unwrap();
-    // Take a port, keep it, and hand it to wharf: were it bound, startup would fail.
+    let server = Server::start(serve_on(dir.path()));
+    let kafka = server
+        .kafka
+        .expect("Kafka address logged before the HTTP one");
+    assert_ne!(kafka.port(), 0);
+    std::net::TcpStream::connect(kafka).expect("the Kafka port accepts connections");
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("Kafka listener stopped"), "{log}");
+}
+
+#[test]
+fn a_kafka_port_in_use_fails_cleanly_and_releases_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap().to_string();
-    let mut cmd = serve_on(dir.path());
-    cmd.args(["--kafka-addr", &addr]);
-    let log = run_once(cmd);
+    let mut cmd = wharf();
+    cmd.args(["serve", "--http-addr", "127.0.0.1:0", "--kafka-addr", &addr])
+        .arg("--data-dir")
+        .arg(dir.path());
+    let out = run_bounded(&mut cmd, Duration::from_secs(10));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
     assert!(
-        log.lines()
-            .any(|l| l.contains("Kafka front-end") && field(l, "kafka_addr") == Some(addr.as_str())),
-        "{log}"
+        last.starts_with("wharf: error: binding the Kafka listener"),
+        "{stderr}"
     );
+    assert!(last.contains(&addr), "{stderr}");
+    assert!(stderr.contains("broker shut down"), "{stderr}");
 }
 
 #[test]
@@ -185,8 +241,15 @@ fn an_http_port_in_use_fails_cleanly_and_releases_the_data_dir() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap().to_string();
     let mut cmd = wharf();
-    cmd.args(["serve", "--http-addr", &addr, "--data-dir"])
-        .arg(dir.path());
+    cmd.args([
+        "serve",
+        "--kafka-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        &addr,
+        "--data-dir",
+    ])
+    .arg(dir.path());
     let out = run_bounded(&mut cmd, Duration::from_secs(10));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -1,0 +1,91 @@
+//! One client connection: read a frame, answer it, repeat.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+use wharf_core::Broker;
+
+use crate::api::{self, Reply};
+use crate::frame::{read_frame, FrameError};
+use crate::KafkaConfig;
+
+/// What every request handler can see.
+pub struct Ctx {
+    pub broker: Arc<Broker>,
+    pub config: KafkaConfig,
+    /// Host and port returned by Metadata and DescribeCluster.
+    pub advertised: (String, i32),
+}
+
+/// Why a connection is dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("undecodable {api} v{version} request: {reason}")]
+    Decode {
+        api: &'static str,
+        version: i16,
+        reason: String,
+    },
+    #[error("encoding the {api} v{version} response failed: {reason}")]
+    Encode {
+        api: &'static str,
+        version: i16,
+        reason: String,
+    },
+    #[error("writing to the socket: {0}")]
+    Write(#[from] std::io::Error),
+}
+
+pub async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<Ctx>,
+    mut stop: watch::Receiver<bool>,
+) {
+    debug!(%peer, "Kafka connection opened");
+    let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
+    let result: Result<(), ConnError> = async {
+        loop {
+            let frame = tokio::select! {
+                f = read_frame(&mut rd, ctx.config.max_request_bytes) => f?,
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+            };
+            let Some(frame) = frame else { return Ok(()) };
+            // A request in hand is finished even during a stop (bounded by the
+            // listener's drain timeout), so a produce that reached the log is answered;
+            // only a waiting fetch, which changes nothing, is dropped at once.
+            let waits = api::only_waits(&frame);
+            let handling = api::handle(&ctx, frame);
+            tokio::pin!(handling);
+            let reply = tokio::select! {
+                reply = &mut handling => reply?,
+                _ = stop.wait_for(|s| *s), if waits => return Ok(()),
+            };
+            match reply {
+                Reply::Send(bytes) => write_all(&mut wr, bytes).await?,
+                Reply::None => {}
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(()) => debug!(%peer, "Kafka connection closed"),
+        Err(ConnError::Write(e)) => debug!(%peer, error = %e, "Kafka connection lost"),
+        Err(e) => warn!(%peer, error = %e, "closing Kafka connection"),
+    }
+}
+
+async fn write_all(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    bytes: BytesMut,
+) -> std::io::Result<()> {
+    wr.write_all(&bytes).await
+}

@@ -1,0 +1,53 @@
+//! Mapping of core errors to Kafka error codes.
+
+use kafka_protocol::error::ResponseError;
+use wharf_core::CoreError;
+// Only the error type: this crate never calls the log itself.
+use wharf_log::LogError;
+
+/// The Kafka error code a core error stands for.
+pub fn code(e: &CoreError) -> i16 {
+    kafka_error(e).code()
+}
+
+pub fn kafka_error(e: &CoreError) -> ResponseError {
+    match e {
+        CoreError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
+        CoreError::InvalidConfig { .. }
+        | CoreError::UnknownConfig { .. }
+        | CoreError::UnsupportedConfig { .. } => ResponseError::InvalidConfig,
+        CoreError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
+        CoreError::TopicExists { .. } => ResponseError::TopicAlreadyExists,
+        CoreError::UnknownTopic { .. } | CoreError::UnknownPartition { .. } => {
+            ResponseError::UnknownTopicOrPartition
+        }
+        CoreError::Log { source, .. } => match source {
+            LogError::CorruptBatch { .. } | LogError::InvalidBatch { .. } => {
+                ResponseError::CorruptMessage
+            }
+            LogError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
+            LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            // A log closed under us: its topic was deleted or the broker is stopping.
+            LogError::Closed { .. } => ResponseError::NotLeaderOrFollower,
+            LogError::Io { .. } | LogError::Poisoned { .. } | LogError::Locked { .. } => {
+                ResponseError::KafkaStorageError
+            }
+        },
+        CoreError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+        CoreError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        CoreError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        CoreError::TransactionalBatch { .. } => ResponseError::InvalidRecord,
+        // Kafka has no "transactions unsupported" code; this one is fatal to every client,
+        // so a transactional producer fails at once, with our message in the log.
+        CoreError::TransactionsUnsupported { .. } => {
+            ResponseError::TransactionalIdAuthorizationFailed
+        }
+        CoreError::CorruptRegistry { .. }
+        | CoreError::CorruptGroupJournal { .. }
+        | CoreError::CorruptProducerIds { .. }
+        | CoreError::DataDirLocked { .. }
+        | CoreError::Io { .. }
+        | CoreError::DataDir { .. } => ResponseError::KafkaStorageError,
+        CoreError::Internal { .. } => ResponseError::UnknownServerError,
+    }
+}
