@@ -8,6 +8,7 @@ mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod fetch;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
@@ -18,8 +19,8 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
     DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
-    FetchRequest, IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest,
-    OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    FetchRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, ListOffsetsRequest,
+    MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use tracing::debug;
@@ -54,6 +55,7 @@ const SUPPORTED: &[SupportedApi] = &[
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::DescribeCluster, 0, 1),
+    api(ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The APIs Wharf implements, with their version ranges.
@@ -156,6 +158,7 @@ pub async fn handle(ctx: &Ctx, mut frame: Bytes) -> Result<Reply, ConnError> {
         ApiKey::CreatePartitions => call!(CreatePartitionsRequest, create_partitions),
         ApiKey::DeleteRecords => call!(DeleteRecordsRequest, delete_records),
         ApiKey::DescribeCluster => call!(DescribeClusterRequest, describe_cluster),
+        ApiKey::InitProducerId => call!(InitProducerIdRequest, init_producer_id),
         ApiKey::DescribeConfigs => {
             let req = DescribeConfigsRequest::decode(&mut frame, version).map_err(decode_err)?;
             let resp = admin_configs::describe(ctx, req, version).await;
@@ -216,6 +219,7 @@ fn api_name(key: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::InitProducerId => "InitProducerId",
         _ => "other",
     }
 }

@@ -29,8 +29,8 @@ pub async fn handle(ctx: &Ctx, req: ProduceRequest, _version: i16) -> Option<Pro
     let refused = if !matches!(acks, -1..=1) {
         Some(ResponseError::InvalidRequiredAcks.code())
     } else if req.transactional_id.is_some() {
-        // Transactions are not implemented and InitProducerId is not advertised, so a
-        // transactional request comes from a confused client.
+        // Transactions are not implemented (InitProducerId refuses transactional ids), so
+        // a transactional request comes from a confused client.
         Some(ResponseError::TransactionalIdAuthorizationFailed.code())
     } else {
         None

@@ -35,12 +35,12 @@ async fn api_versions_advertises_exactly_the_implemented_ranges_at_every_version
         assert_eq!(resp.error_code, 0, "v{version}");
         assert_eq!(ranges(&resp), implemented(), "v{version}");
     }
-    // No groups, idempotence or transactions are advertised yet.
+    // No groups or transactions are advertised yet.
     for missing in [
         ApiKey::FindCoordinator,
         ApiKey::JoinGroup,
-        ApiKey::InitProducerId,
         ApiKey::OffsetCommit,
+        ApiKey::AddPartitionsToTxn,
     ] {
         assert!(!implemented().iter().any(|a| a.0 == missing as i16));
     }
