@@ -78,7 +78,10 @@ pub async fn run(
     .await;
     match result {
         Ok(()) => debug!(%peer, "Kafka connection closed"),
-        Err(ConnError::Write(e)) => debug!(%peer, error = %e, "Kafka connection lost"),
+        // A client going away (reset, broken pipe) is routine, not worth a warning.
+        Err(ConnError::Write(e)) | Err(ConnError::Frame(FrameError::Io(e))) => {
+            debug!(%peer, error = %e, "Kafka connection lost")
+        }
         Err(e) => warn!(%peer, error = %e, "closing Kafka connection"),
     }
 }
