@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -70,7 +69,7 @@ pub async fn run(
                 _ = stop.wait_for(|s| *s), if waits => return Ok(()),
             };
             match reply {
-                Reply::Send(bytes) => write_all(&mut wr, bytes).await?,
+                Reply::Send(bytes) => wr.write_all(&bytes).await?,
                 Reply::None => {}
             }
         }
@@ -84,11 +83,4 @@ pub async fn run(
         }
         Err(e) => warn!(%peer, error = %e, "closing Kafka connection"),
     }
-}
-
-async fn write_all(
-    wr: &mut tokio::net::tcp::OwnedWriteHalf,
-    bytes: BytesMut,
-) -> std::io::Result<()> {
-    wr.write_all(&bytes).await
 }
