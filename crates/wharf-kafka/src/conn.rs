@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -70,7 +69,7 @@ pub async fn run(
                 _ = stop.wait_for(|s| *s), if waits => return Ok(()),
             };
             match reply {
-                Reply::Send(bytes) => write_all(&mut wr, bytes).await?,
+                Reply::Send(bytes) => wr.write_all(&bytes).await?,
                 Reply::None => {}
             }
         }
@@ -78,14 +77,10 @@ pub async fn run(
     .await;
     match result {
         Ok(()) => debug!(%peer, "Kafka connection closed"),
-        Err(ConnError::Write(e)) => debug!(%peer, error = %e, "Kafka connection lost"),
+        // A client going away (reset, broken pipe) is routine, not worth a warning.
+        Err(ConnError::Write(e)) | Err(ConnError::Frame(FrameError::Io(e))) => {
+            debug!(%peer, error = %e, "Kafka connection lost")
+        }
         Err(e) => warn!(%peer, error = %e, "closing Kafka connection"),
     }
-}
-
-async fn write_all(
-    wr: &mut tokio::net::tcp::OwnedWriteHalf,
-    bytes: BytesMut,
-) -> std::io::Result<()> {
-    wr.write_all(&bytes).await
 }

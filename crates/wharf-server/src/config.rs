@@ -395,6 +395,22 @@ mod tests {
     }
 
     #[test]
+    fn advertised_addresses_parse_host_names_and_ipv6() {
+        for (text, host, port) in [
+            ("kafka.example.com:9092", "kafka.example.com", 9092),
+            ("10.0.0.5:19092", "10.0.0.5", 19092),
+            ("[::1]:9092", "::1", 9092),
+        ] {
+            let a: AdvertisedAddr = text.parse().unwrap();
+            assert_eq!((a.host.as_str(), a.port), (host, port));
+            assert_eq!(a.to_string(), text);
+        }
+        for bad in ["kafka", ":9092", "host:", "host:99999", "host:x"] {
+            assert!(bad.parse::<AdvertisedAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn bad_file_values_name_the_file_and_key() {
         for (body, needle) in [
             ("kafka_addr = \"localhost\"", "kafka_addr"),

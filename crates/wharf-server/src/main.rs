@@ -175,6 +175,12 @@ async fn serve_listeners(
         .with_context(|| format!("reading the address bound for {kafka_addr}"))?;
     let (host, port) = kafka.advertised_addr();
     info!(kafka_addr = %bound, advertised = %format!("{host}:{port}"), "Kafka listener listening");
+    if bound.ip().is_unspecified() && host == bound.ip().to_string() {
+        warn!(
+            kafka_addr = %bound,
+            "Kafka clients are told to connect to {host}:{port}, which they cannot reach; set --kafka-advertised-addr to a name they can"
+        );
+    }
     // Stopped when the HTTP server returns: after the shutdown signal, or at once when
     // the HTTP listener cannot be bound.
     let (kafka_stop, kafka_stopped) = watch::channel(false);

@@ -306,3 +306,40 @@ async fn retention_runs_in_the_background() {
     }
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn delete_records_moves_the_log_start_and_refuses_past_the_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = open(dir.path()).await;
+    broker.create_topic(NewTopic::new("t", 1)).await.unwrap();
+    for _ in 0..3 {
+        broker
+            .append("t", 0, batch(&[b"a", b"b"], now_ms()))
+            .await
+            .unwrap();
+    }
+    assert_eq!(broker.delete_records("t", 0, 4).await.unwrap(), 4);
+    assert_eq!(broker.offsets("t", 0).unwrap().log_start_offset, 4);
+    // Never backwards.
+    assert_eq!(broker.delete_records("t", 0, 1).await.unwrap(), 4);
+    let err = broker.delete_records("t", 0, 7).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CoreError::Log {
+                source: wharf_log::LogError::OffsetOutOfRange { offset: 7, .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(matches!(
+        broker.delete_records("nope", 0, 0).await,
+        Err(CoreError::UnknownTopic { .. })
+    ));
+    // The new start survives a restart.
+    broker.shutdown().await.unwrap();
+    let broker = open(dir.path()).await;
+    assert_eq!(broker.offsets("t", 0).unwrap().log_start_offset, 4);
+    broker.shutdown().await.unwrap();
+}

@@ -1,13 +1,16 @@
 //! Request dispatch: one module per API, and the table of what is implemented.
 
-mod admin_configs;
+mod alter_configs;
 mod api_versions;
+mod configs;
 mod create_partitions;
 mod create_topics;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
+mod describe_configs;
 mod fetch;
+mod incremental_alter_configs;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
@@ -159,21 +162,10 @@ pub async fn handle(ctx: &Ctx, mut frame: Bytes) -> Result<Reply, ConnError> {
         ApiKey::DeleteRecords => call!(DeleteRecordsRequest, delete_records),
         ApiKey::DescribeCluster => call!(DescribeClusterRequest, describe_cluster),
         ApiKey::InitProducerId => call!(InitProducerIdRequest, init_producer_id),
-        ApiKey::DescribeConfigs => {
-            let req = DescribeConfigsRequest::decode(&mut frame, version).map_err(decode_err)?;
-            let resp = admin_configs::describe(ctx, req, version).await;
-            encode(api_key, version, correlation_id, &resp).map(Reply::Send)
-        }
-        ApiKey::AlterConfigs => {
-            let req = AlterConfigsRequest::decode(&mut frame, version).map_err(decode_err)?;
-            let resp = admin_configs::alter(ctx, req).await;
-            encode(api_key, version, correlation_id, &resp).map(Reply::Send)
-        }
+        ApiKey::DescribeConfigs => call!(DescribeConfigsRequest, describe_configs),
+        ApiKey::AlterConfigs => call!(AlterConfigsRequest, alter_configs),
         ApiKey::IncrementalAlterConfigs => {
-            let req =
-                IncrementalAlterConfigsRequest::decode(&mut frame, version).map_err(decode_err)?;
-            let resp = admin_configs::incremental_alter(ctx, req).await;
-            encode(api_key, version, correlation_id, &resp).map(Reply::Send)
+            call!(IncrementalAlterConfigsRequest, incremental_alter_configs)
         }
         // `supported` admits only the keys above.
         _ => Ok(Reply::Send(bare_error(

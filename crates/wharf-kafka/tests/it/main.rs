@@ -2,6 +2,7 @@
 //! kafka-protocol's client side: one test binary, one module per area.
 
 mod admin;
+mod captured;
 mod framing;
 mod idempotence;
 mod produce_fetch;
