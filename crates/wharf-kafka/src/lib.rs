@@ -67,3 +67,35 @@ impl Default for KafkaConfig {
         }
     }
 }
+
+/// Runs one request frame (the bytes after the 4-byte size, as a connection reads them)
+/// through the same decoding and dispatch as a client connection, against `broker`, and
+/// returns the response frame: `Ok(None)` for a request answered with nothing (acks=0),
+/// `Err` with the reason when the connection would be closed.
+///
+/// For the fuzz target (`fuzz/`) and tests that replay captured requests; the listener
+/// does not use it. `frame` must hold at least the 8 bytes of api key, version and
+/// correlation id, as the connection's framing guarantees.
+pub async fn handle_frame(
+    broker: std::sync::Arc<wharf_core::Broker>,
+    config: KafkaConfig,
+    advertised: (String, i32),
+    frame: bytes::Bytes,
+) -> Result<Option<bytes::BytesMut>, String> {
+    if frame.len() < 8 {
+        return Err(format!(
+            "a request frame holds at least 8 bytes, not {}",
+            frame.len()
+        ));
+    }
+    let ctx = conn::Ctx {
+        broker,
+        config,
+        advertised,
+    };
+    match api::handle(&ctx, frame).await {
+        Ok(api::Reply::Send(bytes)) => Ok(Some(bytes)),
+        Ok(api::Reply::None) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}

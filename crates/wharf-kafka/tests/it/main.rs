@@ -6,6 +6,7 @@ mod captured;
 mod framing;
 mod idempotence;
 mod produce_fetch;
+mod replay;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
