@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -15,11 +16,15 @@ use crate::frame::{read_frame, FrameError};
 use crate::KafkaConfig;
 
 /// What every request handler can see.
+#[derive(Clone)]
 pub struct Ctx {
     pub broker: Arc<Broker>,
     pub config: KafkaConfig,
-    /// Host and port returned by Metadata and DescribeCluster.
+    /// Host and port returned by Metadata, DescribeCluster and FindCoordinator.
     pub advertised: (String, i32),
+    /// The client's address (a connection's own copy of the context carries it), shown
+    /// as a group member's `client_host`.
+    pub peer: Option<SocketAddr>,
 }
 
 /// Why a connection is dropped.
@@ -50,6 +55,10 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     debug!(%peer, "Kafka connection opened");
+    let ctx = Arc::new(Ctx {
+        peer: Some(peer),
+        ..Ctx::clone(&ctx)
+    });
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let result: Result<(), ConnError> = async {
@@ -62,7 +71,7 @@ pub async fn run(
             // A request in hand is finished even during a stop (bounded by the
             // listener's drain timeout), so a produce that reached the log is answered;
             // only a waiting fetch, which changes nothing, is dropped at once.
-            let waits = api::only_waits(&frame);
+            let waits = api::only_waits(&frame) || parks(&frame);
             let handling = api::handle(&ctx, frame);
             tokio::pin!(handling);
             let reply = tokio::select! {
@@ -80,6 +89,16 @@ pub async fn run(
         Ok(()) => debug!(%peer, "Kafka connection closed"),
         Err(ConnError::Write(e)) => debug!(%peer, error = %e, "Kafka connection lost"),
         Err(e) => warn!(%peer, error = %e, "closing Kafka connection"),
+    }
+}
+
+/// Whether the request is a JoinGroup or SyncGroup, which may wait for a whole
+/// rebalance: like a waiting fetch, it is dropped unanswered when the broker stops (the
+/// client rejoins after reconnecting), so a parked member cannot hold up a shutdown.
+fn parks(frame: &bytes::Bytes) -> bool {
+    frame.len() >= 2 && {
+        let key = i16::from_be_bytes([frame[0], frame[1]]);
+        key == ApiKey::JoinGroup as i16 || key == ApiKey::SyncGroup as i16
     }
 }
 

@@ -4,14 +4,25 @@ mod admin_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod sync_group;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -20,6 +31,11 @@ use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
     FetchRequest, IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest,
     OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, HeartbeatRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use tracing::debug;
@@ -44,6 +60,15 @@ const SUPPORTED: &[SupportedApi] = &[
     api(ApiKey::Fetch, 4, 16),
     api(ApiKey::ListOffsets, 1, 7),
     api(ApiKey::Metadata, 0, 12),
+    api(ApiKey::OffsetCommit, 2, 9),
+    api(ApiKey::OffsetFetch, 1, 9),
+    api(ApiKey::FindCoordinator, 0, 6),
+    api(ApiKey::JoinGroup, 0, 9),
+    api(ApiKey::Heartbeat, 0, 4),
+    api(ApiKey::LeaveGroup, 0, 5),
+    api(ApiKey::SyncGroup, 0, 5),
+    api(ApiKey::DescribeGroups, 0, 6),
+    api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
@@ -52,7 +77,9 @@ const SUPPORTED: &[SupportedApi] = &[
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeCluster, 0, 1),
 ];
 
@@ -156,6 +183,23 @@ pub async fn handle(ctx: &Ctx, mut frame: Bytes) -> Result<Reply, ConnError> {
         ApiKey::CreatePartitions => call!(CreatePartitionsRequest, create_partitions),
         ApiKey::DeleteRecords => call!(DeleteRecordsRequest, delete_records),
         ApiKey::DescribeCluster => call!(DescribeClusterRequest, describe_cluster),
+        ApiKey::FindCoordinator => call!(FindCoordinatorRequest, find_coordinator),
+        ApiKey::JoinGroup => {
+            let req = JoinGroupRequest::decode(&mut frame, version).map_err(decode_err)?;
+            // The member's client id (DescribeGroups shows it) is the header's.
+            let client_id = _header.client_id.as_ref();
+            let resp = join_group::handle(ctx, req, version, client_id).await;
+            encode(api_key, version, correlation_id, &resp).map(Reply::Send)
+        }
+        ApiKey::SyncGroup => call!(SyncGroupRequest, sync_group),
+        ApiKey::Heartbeat => call!(HeartbeatRequest, heartbeat),
+        ApiKey::LeaveGroup => call!(LeaveGroupRequest, leave_group),
+        ApiKey::OffsetCommit => call!(OffsetCommitRequest, offset_commit),
+        ApiKey::OffsetFetch => call!(OffsetFetchRequest, offset_fetch),
+        ApiKey::OffsetDelete => call!(OffsetDeleteRequest, offset_delete),
+        ApiKey::DescribeGroups => call!(DescribeGroupsRequest, describe_groups),
+        ApiKey::ListGroups => call!(ListGroupsRequest, list_groups),
+        ApiKey::DeleteGroups => call!(DeleteGroupsRequest, delete_groups),
         ApiKey::DescribeConfigs => {
             let req = DescribeConfigsRequest::decode(&mut frame, version).map_err(decode_err)?;
             let resp = admin_configs::describe(ctx, req, version).await;
@@ -216,6 +260,17 @@ fn api_name(key: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
         _ => "other",
     }
 }

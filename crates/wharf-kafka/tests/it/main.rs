@@ -3,6 +3,7 @@
 
 mod admin;
 mod framing;
+mod groups;
 mod produce_fetch;
 
 use std::net::SocketAddr;
