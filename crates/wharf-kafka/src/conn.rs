@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -48,6 +47,18 @@ pub enum ConnError {
     Write(#[from] std::io::Error),
 }
 
+/// Whether the request is a JoinGroup or SyncGroup, which may wait for a whole
+/// rebalance: like a waiting fetch, it is dropped unanswered when the broker stops (the
+/// client rejoins after reconnecting), so a parked member cannot hold up a shutdown.
+fn parks(frame: &bytes::Bytes) -> bool {
+    use kafka_protocol::messages::ApiKey;
+    let [hi, lo, ..] = frame[..] else {
+        return false;
+    };
+    let key = i16::from_be_bytes([hi, lo]);
+    key == ApiKey::JoinGroup as i16 || key == ApiKey::SyncGroup as i16
+}
+
 pub async fn run(
     stream: TcpStream,
     peer: SocketAddr,
@@ -89,16 +100,6 @@ pub async fn run(
         Ok(()) => debug!(%peer, "Kafka connection closed"),
         Err(ConnError::Write(e)) => debug!(%peer, error = %e, "Kafka connection lost"),
         Err(e) => warn!(%peer, error = %e, "closing Kafka connection"),
-    }
-}
-
-/// Whether the request is a JoinGroup or SyncGroup, which may wait for a whole
-/// rebalance: like a waiting fetch, it is dropped unanswered when the broker stops (the
-/// client rejoins after reconnecting), so a parked member cannot hold up a shutdown.
-fn parks(frame: &bytes::Bytes) -> bool {
-    frame.len() >= 2 && {
-        let key = i16::from_be_bytes([frame[0], frame[1]]);
-        key == ApiKey::JoinGroup as i16 || key == ApiKey::SyncGroup as i16
     }
 }
 

@@ -549,3 +549,20 @@ async fn offset_delete_removes_offsets_of_existing_partitions() {
     assert_eq!(resp.error_code, GROUP_ID_NOT_FOUND);
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_stop_does_not_wait_for_a_join_parked_in_a_rebalance() {
+    let b = TestBroker::start().await;
+    let mut c = b.connect().await;
+    // v3: no MEMBER_ID_REQUIRED round trip; the join waits out the 3 s initial delay.
+    c.send(&join_req("parked", "", b"m"), 3).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    b.stop().await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    assert!(c.recv_frame().await.is_none(), "the parked join is dropped");
+}
