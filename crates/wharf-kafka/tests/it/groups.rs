@@ -566,3 +566,90 @@ async fn a_stop_does_not_wait_for_a_join_parked_in_a_rebalance() {
     );
     assert!(c.recv_frame().await.is_none(), "the parked join is dropped");
 }
+
+#[tokio::test]
+async fn every_join_sync_and_describe_version_encodes_a_full_answer() {
+    let b = TestBroker::start().await;
+    // One group per JoinGroup version, all waiting out the same initial delay; v5+
+    // members are static (group.instance.id), which get their member id at once; a
+    // dynamic v4 member is asked to rejoin with one.
+    let mut tasks = Vec::new();
+    for version in 0..=9i16 {
+        let mut c = b.connect().await;
+        tasks.push(tokio::spawn(async move {
+            let group = format!("v{version}");
+            let mut req = join_req(&group, "", b"meta");
+            if version >= 5 {
+                req = req.with_group_instance_id(Some(s(&format!("instance-{version}"))));
+            }
+            let mut resp = c.call(&req, version).await;
+            if resp.error_code == MEMBER_ID_REQUIRED {
+                let again = req.with_member_id(resp.member_id.clone());
+                resp = c.call(&again, version).await;
+            }
+            (c, version, group, resp)
+        }));
+    }
+    let mut joined = Vec::new();
+    for t in tasks {
+        joined.push(t.await.unwrap());
+    }
+    for (c, version, group, resp) in &mut joined {
+        assert_eq!(resp.error_code, 0, "v{version}");
+        assert_eq!(resp.generation_id, 1, "v{version}");
+        assert_eq!(resp.members.len(), 1, "v{version}");
+        assert_eq!(resp.members[0].metadata.as_ref(), b"meta");
+        let instance = resp.members[0]
+            .group_instance_id
+            .as_ref()
+            .map(|i| i.to_string());
+        let want = (*version >= 5).then(|| format!("instance-{version}"));
+        assert_eq!(instance, want, "v{version}");
+        let sync_version = (*version).min(5);
+        let sync = SyncGroupRequest::default()
+            .with_group_id(gid(group))
+            .with_generation_id(1)
+            .with_member_id(resp.member_id.clone())
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(resp.member_id.clone())
+                .with_assignment(b"mine".to_vec().into())]);
+        let sync = if *version >= 5 {
+            sync.with_group_instance_id(Some(s(&format!("instance-{version}"))))
+        } else {
+            sync
+        };
+        let synced = c.call(&sync, sync_version).await;
+        assert_eq!(synced.error_code, 0, "v{version}");
+        assert_eq!(synced.assignment.as_ref(), b"mine");
+        if sync_version >= 5 {
+            assert_eq!(
+                synced.protocol_name.as_ref().map(|p| p.as_str()),
+                Some("range")
+            );
+        }
+    }
+    let mut c = b.connect().await;
+    for version in 0..=6 {
+        let req = DescribeGroupsRequest::default().with_groups(vec![gid("v9")]);
+        let g = &c.call(&req, version).await.groups[0];
+        assert_eq!(g.group_state.as_str(), "Stable", "v{version}");
+        assert_eq!(g.members[0].member_assignment.as_ref(), b"mine");
+        let instance = g.members[0].group_instance_id.as_ref().map(|i| i.as_str());
+        let want = (version >= 4).then_some("instance-9");
+        assert_eq!(instance, want, "v{version}");
+    }
+    // A static member leaves by its instance id (LeaveGroup v3+).
+    let leave = LeaveGroupRequest::default()
+        .with_group_id(gid("v9"))
+        .with_members(vec![
+            MemberIdentity::default().with_group_instance_id(Some(s("instance-9")))
+        ]);
+    let resp = c.call(&leave, 4).await;
+    assert_eq!((resp.error_code, resp.members[0].error_code), (0, 0));
+    let req = DescribeGroupsRequest::default().with_groups(vec![gid("v9")]);
+    assert_eq!(
+        c.call(&req, 6).await.groups[0].group_state.as_str(),
+        "Empty"
+    );
+    b.stop().await;
+}
