@@ -14,11 +14,15 @@ use crate::frame::{read_frame, FrameError};
 use crate::KafkaConfig;
 
 /// What every request handler can see.
+#[derive(Clone)]
 pub struct Ctx {
     pub broker: Arc<Broker>,
     pub config: KafkaConfig,
-    /// Host and port returned by Metadata and DescribeCluster.
+    /// Host and port returned by Metadata, DescribeCluster and FindCoordinator.
     pub advertised: (String, i32),
+    /// The client's address (a connection's own copy of the context carries it), shown
+    /// as a group member's `client_host`.
+    pub peer: Option<SocketAddr>,
 }
 
 /// Why a connection is dropped.
@@ -42,6 +46,18 @@ pub enum ConnError {
     Write(#[from] std::io::Error),
 }
 
+/// Whether the request is a JoinGroup or SyncGroup, which may wait for a whole
+/// rebalance: like a waiting fetch, it is dropped unanswered when the broker stops (the
+/// client rejoins after reconnecting), so a parked member cannot hold up a shutdown.
+fn parks(frame: &bytes::Bytes) -> bool {
+    use kafka_protocol::messages::ApiKey;
+    let [hi, lo, ..] = frame[..] else {
+        return false;
+    };
+    let key = i16::from_be_bytes([hi, lo]);
+    key == ApiKey::JoinGroup as i16 || key == ApiKey::SyncGroup as i16
+}
+
 pub async fn run(
     stream: TcpStream,
     peer: SocketAddr,
@@ -49,6 +65,10 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     debug!(%peer, "Kafka connection opened");
+    let ctx = Arc::new(Ctx {
+        peer: Some(peer),
+        ..Ctx::clone(&ctx)
+    });
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     let result: Result<(), ConnError> = async {
@@ -61,7 +81,7 @@ pub async fn run(
             // A request in hand is finished even during a stop (bounded by the
             // listener's drain timeout), so a produce that reached the log is answered;
             // only a waiting fetch, which changes nothing, is dropped at once.
-            let waits = api::only_waits(&frame);
+            let waits = api::only_waits(&frame) || parks(&frame);
             let handling = api::handle(&ctx, frame);
             tokio::pin!(handling);
             let reply = tokio::select! {

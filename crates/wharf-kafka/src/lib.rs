@@ -92,6 +92,7 @@ pub async fn handle_frame(
         broker,
         config,
         advertised,
+        peer: None,
     };
     match api::handle(&ctx, frame).await {
         Ok(api::Reply::Send(bytes)) => Ok(Some(bytes)),

@@ -43,6 +43,7 @@ impl KafkaListener {
                 broker,
                 config,
                 advertised,
+                peer: None,
             }),
         })
     }

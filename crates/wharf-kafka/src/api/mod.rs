@@ -5,17 +5,28 @@ mod api_versions;
 mod configs;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod incremental_alter_configs;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod sync_group;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -24,6 +35,11 @@ use kafka_protocol::messages::{
     DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
     FetchRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, ListOffsetsRequest,
     MetadataRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::messages::{
+    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, HeartbeatRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use tracing::debug;
@@ -48,6 +64,15 @@ const SUPPORTED: &[SupportedApi] = &[
     api(ApiKey::Fetch, 4, 16),
     api(ApiKey::ListOffsets, 1, 7),
     api(ApiKey::Metadata, 0, 12),
+    api(ApiKey::OffsetCommit, 2, 9),
+    api(ApiKey::OffsetFetch, 1, 9),
+    api(ApiKey::FindCoordinator, 0, 6),
+    api(ApiKey::JoinGroup, 0, 9),
+    api(ApiKey::Heartbeat, 0, 4),
+    api(ApiKey::LeaveGroup, 0, 5),
+    api(ApiKey::SyncGroup, 0, 5),
+    api(ApiKey::DescribeGroups, 0, 6),
+    api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
@@ -56,7 +81,9 @@ const SUPPORTED: &[SupportedApi] = &[
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
+    api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeCluster, 0, 1),
     api(ApiKey::InitProducerId, 0, 5),
 ];
@@ -155,6 +182,23 @@ pub async fn handle(ctx: &Ctx, mut frame: Bytes) -> Result<Reply, ConnError> {
         ApiKey::Fetch => call!(FetchRequest, fetch),
         ApiKey::ListOffsets => call!(ListOffsetsRequest, list_offsets),
         ApiKey::Metadata => call!(MetadataRequest, metadata),
+        ApiKey::FindCoordinator => call!(FindCoordinatorRequest, find_coordinator),
+        ApiKey::JoinGroup => {
+            let req = JoinGroupRequest::decode(&mut frame, version).map_err(decode_err)?;
+            // The member's client id (DescribeGroups shows it) is the header's.
+            let client_id = _header.client_id.as_ref();
+            let resp = join_group::handle(ctx, req, version, client_id).await;
+            encode(api_key, version, correlation_id, &resp).map(Reply::Send)
+        }
+        ApiKey::SyncGroup => call!(SyncGroupRequest, sync_group),
+        ApiKey::Heartbeat => call!(HeartbeatRequest, heartbeat),
+        ApiKey::LeaveGroup => call!(LeaveGroupRequest, leave_group),
+        ApiKey::OffsetCommit => call!(OffsetCommitRequest, offset_commit),
+        ApiKey::OffsetFetch => call!(OffsetFetchRequest, offset_fetch),
+        ApiKey::OffsetDelete => call!(OffsetDeleteRequest, offset_delete),
+        ApiKey::DescribeGroups => call!(DescribeGroupsRequest, describe_groups),
+        ApiKey::ListGroups => call!(ListGroupsRequest, list_groups),
+        ApiKey::DeleteGroups => call!(DeleteGroupsRequest, delete_groups),
         ApiKey::OffsetForLeaderEpoch => call!(OffsetForLeaderEpochRequest, offset_for_leader_epoch),
         ApiKey::CreateTopics => call!(CreateTopicsRequest, create_topics),
         ApiKey::DeleteTopics => call!(DeleteTopicsRequest, delete_topics),
@@ -201,6 +245,17 @@ fn api_name(key: ApiKey) -> &'static str {
         ApiKey::Fetch => "Fetch",
         ApiKey::ListOffsets => "ListOffsets",
         ApiKey::Metadata => "Metadata",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
         ApiKey::ApiVersions => "ApiVersions",
         ApiKey::CreateTopics => "CreateTopics",
         ApiKey::DeleteTopics => "DeleteTopics",

@@ -35,12 +35,11 @@ async fn api_versions_advertises_exactly_the_implemented_ranges_at_every_version
         assert_eq!(resp.error_code, 0, "v{version}");
         assert_eq!(ranges(&resp), implemented(), "v{version}");
     }
-    // No groups or transactions are advertised yet.
+    // No transactions are advertised.
     for missing in [
-        ApiKey::FindCoordinator,
-        ApiKey::JoinGroup,
-        ApiKey::OffsetCommit,
         ApiKey::AddPartitionsToTxn,
+        ApiKey::EndTxn,
+        ApiKey::TxnOffsetCommit,
     ] {
         assert!(!implemented().iter().any(|a| a.0 == missing as i16));
     }
@@ -98,7 +97,7 @@ async fn an_unknown_api_key_or_version_gets_unsupported_version_not_a_hang() {
     for (key, version, correlation) in [
         (999i16, 0i16, 5i32),
         (ApiKey::Produce as i16, 99, 6),
-        (ApiKey::JoinGroup as i16, 5, 7),
+        (ApiKey::JoinGroup as i16, 10, 7),
         (ApiKey::Produce as i16, 0, 8),
     ] {
         let mut body = BytesMut::new();

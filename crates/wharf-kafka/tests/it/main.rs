@@ -4,6 +4,7 @@
 mod admin;
 mod captured;
 mod framing;
+mod groups;
 mod idempotence;
 mod produce_fetch;
 mod replay;

@@ -15,7 +15,7 @@ use crate::{serve_on, Server};
 const KCAT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `kcat -b <addr>` plus `args`, failing with a clear message if kcat is missing.
-fn kcat(addr: SocketAddr, args: &[&str]) -> Command {
+pub(crate) fn kcat(addr: SocketAddr, args: &[&str]) -> Command {
     if Command::new("kcat")
         .arg("-V")
         .stdout(Stdio::null())
@@ -35,7 +35,7 @@ fn kcat(addr: SocketAddr, args: &[&str]) -> Command {
 
 /// Runs `cmd` with `input` on stdin; returns stdout, panicking (with stderr) on failure
 /// or after [`KCAT_TIMEOUT`], so a broken broker cannot hang the suite.
-fn run(mut cmd: Command, input: &str) -> String {
+pub(crate) fn run(mut cmd: Command, input: &str) -> String {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -1,6 +1,7 @@
 //! Tests of the real `wharf` binary: one test binary, one module per area.
 
 mod cli;
+mod groups;
 mod kcat;
 mod rdkafka_client;
 mod serve;
