@@ -85,3 +85,21 @@ def test_kafka_python_admin(wharf, topic_name):
         assert topic_name not in admin.list_topics()
     finally:
         admin.close()
+
+
+def test_list_offsets_by_time_finds_the_record_inside_a_batch(wharf, topic_name):
+    # Ten records in one batch (linger), stamped 1000, 2000, ... 10000 by the producer:
+    # the answer is the first record at or after the time, not the batch's first offset.
+    create_topic(wharf.bootstrap, topic_name)
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": wharf.bootstrap, "linger.ms": 200, "acks": "all"})
+    for i in range(10):
+        p.produce(topic_name, value=f"{i}".encode(), partition=0, timestamp=(i + 1) * 1000)
+    assert p.flush(30) == 0
+    c = Consumer({"bootstrap.servers": wharf.bootstrap, "group.id": "compat-offsets-batch"})
+    try:
+        for when, expect in [(0, 0), (1000, 0), (1001, 1), (5500, 5), (10000, 9), (10001, -1)]:
+            (tp,) = c.offsets_for_times([TopicPartition(topic_name, 0, when)], timeout=10)
+            assert tp.offset == expect, f"time {when}: offset {tp.offset}, expected {expect}"
+    finally:
+        c.close()

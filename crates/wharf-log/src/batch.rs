@@ -194,6 +194,58 @@ pub fn set_base_offset(b: &mut [u8], base_offset: i64) {
     b[..8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// Reads a zigzag varint (as records encode their fields) at `*pos`, advancing it.
+fn get_varint(b: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut raw: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        raw |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+        }
+    }
+    None
+}
+
+/// In a whole, uncompressed batch (base offset as stored), the offset of the first record
+/// at or after `min_offset` whose timestamp is at or after `ts`. `None` when no record
+/// qualifies, or when the records cannot be read without decompressing or are malformed
+/// (the caller then falls back to the batch's first offset).
+pub fn first_record_at_or_after(batch: &[u8], ts: i64, min_offset: u64) -> Option<u64> {
+    let h = BatchHeader::parse(batch)?;
+    let total = h.total_len()?;
+    if h.compression() != 0 || batch.len() < total {
+        return None;
+    }
+    let base = u64::try_from(h.base_offset).ok()?;
+    let log_append_time = h.attributes & 0x8 != 0;
+    let records = &batch[HEADER_LEN..total];
+    let mut pos = 0usize;
+    for _ in 0..h.record_count.max(0) {
+        let len = usize::try_from(get_varint(records, &mut pos)?).ok()?;
+        let start = pos;
+        let end = start.checked_add(len)?;
+        if end > records.len() {
+            return None;
+        }
+        pos += 1; // attributes
+        let ts_delta = get_varint(records, &mut pos)?;
+        let offset_delta = u64::try_from(get_varint(records, &mut pos)?).ok()?;
+        let record_ts = if log_append_time {
+            h.max_timestamp
+        } else {
+            h.base_timestamp.wrapping_add(ts_delta)
+        };
+        let offset = base + offset_delta;
+        if record_ts >= ts && offset >= min_offset {
+            return Some(offset);
+        }
+        pos = end;
+    }
+    None
+}
+
 /// One record for [`RecordBatchBuilder`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record<'a> {
@@ -393,6 +445,36 @@ mod tests {
             }
             assert!(validate(&c).is_err(), "flip at byte {i} not detected");
         }
+    }
+
+    #[test]
+    fn finds_the_first_record_at_or_after_a_timestamp() {
+        let mut b = RecordBatchBuilder::new();
+        for (i, ts) in [100i64, 300, 200, 400].iter().enumerate() {
+            let v = [i as u8; 3];
+            b.push(&Record {
+                key: None,
+                value: Some(&v),
+                headers: vec![],
+                timestamp: *ts,
+            });
+        }
+        let mut batch = b.build();
+        set_base_offset(&mut batch, 10);
+        assert_eq!(first_record_at_or_after(&batch, 50, 0), Some(10));
+        assert_eq!(first_record_at_or_after(&batch, 150, 0), Some(11));
+        assert_eq!(first_record_at_or_after(&batch, 250, 0), Some(11));
+        assert_eq!(first_record_at_or_after(&batch, 350, 0), Some(13));
+        assert_eq!(first_record_at_or_after(&batch, 401, 0), None);
+        assert_eq!(first_record_at_or_after(&batch, 150, 12), Some(12));
+        assert_eq!(first_record_at_or_after(&batch, 250, 12), Some(13));
+        // Truncated or garbled input is a None, not a panic.
+        for cut in 0..batch.len() {
+            let _ = first_record_at_or_after(&batch[..cut], 150, 0);
+        }
+        let mut bad = batch.clone();
+        bad[HEADER_LEN] = 0xff;
+        let _ = first_record_at_or_after(&bad, 150, 0);
     }
 
     #[test]

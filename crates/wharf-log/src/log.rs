@@ -615,8 +615,9 @@ impl Log {
         self.plan_read(offset, max_bytes)?.execute()
     }
 
-    /// The first offset, at or after the log start, of the first batch whose max
-    /// timestamp is at or after `ts`; `None` if no batch is that recent.
+    /// The offset, at or after the log start, of the first record whose timestamp is at
+    /// or after `ts` (Kafka ListOffsets by time); `None` if no record is that recent.
+    /// Inside a compressed batch the batch's first offset stands for its records.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>> {
         for s in &self.segments {
             if s.size == 0 || s.max_ts < ts || s.next_offset <= self.log_start {
@@ -633,7 +634,19 @@ impl Log {
                 let Some(total) = h.total_len() else { break };
                 let last = at + h.last_offset_delta.max(0) as u64;
                 if h.max_timestamp >= ts && last >= self.log_start {
-                    return Ok(Some(at.max(self.log_start)));
+                    if h.compression() != 0 {
+                        // Records inside a compressed batch are not read here; Kafka
+                        // clients skip the earlier records of a batch they fetch.
+                        return Ok(Some(at.max(self.log_start)));
+                    }
+                    let mut whole = vec![0u8; total];
+                    s.file.read_exact_at(&mut whole, pos).ctx("read", &s.path)?;
+                    match batch::first_record_at_or_after(&whole, ts, self.log_start) {
+                        Some(offset) => return Ok(Some(offset)),
+                        // Its late records all lie below the log start: go on.
+                        None if batch::validate(&whole).is_ok() => {}
+                        None => return Ok(Some(at.max(self.log_start))),
+                    }
                 }
                 at = last + 1;
                 pos += total as u64;

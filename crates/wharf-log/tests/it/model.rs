@@ -40,6 +40,8 @@ struct MBatch {
     base: u64,
     count: u64,
     max_ts: i64,
+    /// Each record's timestamp, in offset order.
+    record_ts: Vec<i64>,
     bytes: Vec<u8>,
 }
 
@@ -85,8 +87,8 @@ impl Model {
             self.segs.push(MSeg::new(end));
         }
     }
-    fn append(&mut self, batches: Vec<Vec<u8>>, now: i64) -> (u64, u64) {
-        let len: u64 = batches.iter().map(|b| b.len() as u64).sum();
+    fn append(&mut self, batches: Vec<(Vec<u8>, Vec<i64>)>, now: i64) -> (u64, u64) {
+        let len: u64 = batches.iter().map(|(b, _)| b.len() as u64).sum();
         let a = self.segs.last().expect("one segment");
         let too_old = matches!((self.cfg.segment_ms, a.first_append), (Some(ms), Some(f)) if now - f >= ms as i64);
         if a.size > 0 && (a.size + len > self.cfg.segment_bytes || too_old) {
@@ -95,7 +97,7 @@ impl Model {
         let first = self.end();
         let mut next = first;
         let a = self.segs.last_mut().expect("one segment");
-        for mut b in batches {
+        for (mut b, record_ts) in batches {
             let h = wharf_log::batch::BatchHeader::parse(&b).expect("header");
             b[..8].copy_from_slice(&(next as i64).to_be_bytes());
             let count = h.last_offset_delta as u64 + 1;
@@ -105,6 +107,7 @@ impl Model {
                 base: next,
                 count,
                 max_ts: h.max_timestamp,
+                record_ts,
                 bytes: b,
             });
             next += count;
@@ -197,9 +200,16 @@ impl Model {
         Ok(())
     }
     fn offset_for_time(&self, ts: i64) -> Option<u64> {
+        // Kafka's rule: the first record, at or after the log start, stamped at or after ts.
         self.all()
-            .find(|b| b.max_ts >= ts && b.base + b.count > self.log_start)
-            .map(|b| b.base.max(self.log_start))
+            .flat_map(|b| {
+                b.record_ts
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, t)| (b.base + i as u64, *t))
+            })
+            .find(|(offset, t)| *t >= ts && *offset >= self.log_start)
+            .map(|(offset, _)| offset)
     }
 }
 
@@ -243,14 +253,19 @@ fn run(ops: Vec<Op>, cfg: LogConfig) -> Result<(), TestCaseError> {
         match op {
             Op::Append(spec, advance) => {
                 now += advance;
-                let batches: Vec<Vec<u8>> = spec
+                // common::batch stamps record i with ts + i.
+                let batches: Vec<(Vec<u8>, Vec<i64>)> = spec
                     .iter()
                     .map(|&(n, len, skew)| {
                         seed += 1;
-                        batch(seed, n, len, now + skew)
+                        let ts = now + skew;
+                        (
+                            batch(seed, n, len, ts),
+                            (0..n as i64).map(|i| ts + i).collect(),
+                        )
                     })
                     .collect();
-                let mut buf: Vec<u8> = batches.concat();
+                let mut buf: Vec<u8> = batches.iter().flat_map(|(b, _)| b.clone()).collect();
                 let info = log
                     .append_at(&mut buf, now)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
