@@ -777,7 +777,7 @@ impl Shared {
             }
         })?;
         let report = log.recovery_report();
-        if !report.clean {
+        if !report.clean && !report.created {
             warn!(
                 topic = %desc.name, partition = index,
                 truncated_bytes = report.truncated_bytes,

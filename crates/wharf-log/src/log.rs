@@ -52,6 +52,8 @@ pub struct RetentionReport {
 pub struct RecoveryReport {
     /// The log had been closed cleanly.
     pub clean: bool,
+    /// The directory held no segment: the log was created by this open.
+    pub created: bool,
     pub segments: usize,
     /// Bytes cut from torn or corrupt tails.
     pub truncated_bytes: u64,
@@ -206,6 +208,7 @@ impl Log {
         let interval = config.index_interval_bytes.max(1);
         let mut report = RecoveryReport {
             clean,
+            created: bases.is_empty(),
             ..RecoveryReport::default()
         };
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));

@@ -75,6 +75,7 @@ fn interval_policy_acknowledges_at_once_and_sync_covers_it() {
 fn closed_log_refuses_writes_and_reopens_clean() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = SharedLog::open(dir.path(), LogConfig::default()).expect("open");
+    assert!(log.recovery_report().created, "a new log says so");
     log.append(&mut batch(1, 3, 10, 0)).expect("append");
     log.close().expect("close");
     assert!(matches!(
@@ -84,6 +85,7 @@ fn closed_log_refuses_writes_and_reopens_clean() {
     drop(log);
     let log = SharedLog::open(dir.path(), LogConfig::default()).expect("reopen");
     assert!(log.recovery_report().clean);
+    assert!(!log.recovery_report().created);
     assert_eq!(log.log_end_offset(), 3);
 }
 

@@ -63,16 +63,42 @@ fn produce(addr: &str, topic: &str, partitions: i32, range: std::ops::Range<i32>
 }
 
 fn group_consumer(addr: &str, group: &str) -> BaseConsumer {
-    ClientConfig::new()
+    group_consumer_with(addr, group, &[])
+}
+
+fn group_consumer_with(addr: &str, group: &str, extra: &[(&str, &str)]) -> BaseConsumer {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", addr)
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "500")
-        .set("fetch.wait.max.ms", "100")
-        .create()
-        .expect("consumer")
+        .set("fetch.wait.max.ms", "100");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    config.create().expect("consumer")
+}
+
+/// One poll of each consumer, committing what came synchronously: (consumer index,
+/// value) per message.
+fn consume_some(consumers: &[&BaseConsumer]) -> Vec<(usize, i32)> {
+    let mut seen = Vec::new();
+    for (i, c) in consumers.iter().enumerate() {
+        let Some(Ok(msg)) = c.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let value: i32 = std::str::from_utf8(msg.payload().expect("a value"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        c.commit_message(&msg, CommitMode::Sync)
+            .expect("synchronous commit");
+        seen.push((i, value));
+    }
+    seen
 }
 
 /// Polls the consumers in turn, committing each message synchronously, until `want`
@@ -88,17 +114,7 @@ fn consume(consumers: &[&BaseConsumer], want: usize, server: &Server) -> Vec<(us
             distinct.len(),
             server.stderr()
         );
-        for (i, c) in consumers.iter().enumerate() {
-            let Some(msg) = c.poll(Duration::from_millis(100)) else {
-                continue;
-            };
-            let Ok(msg) = msg else { continue };
-            let value: i32 = std::str::from_utf8(msg.payload().expect("a value"))
-                .unwrap()
-                .parse()
-                .unwrap();
-            c.commit_message(&msg, CommitMode::Sync)
-                .expect("synchronous commit");
+        for (i, value) in consume_some(consumers) {
             seen.push((i, value));
             distinct.insert(value);
         }
@@ -174,6 +190,55 @@ fn rdkafka_group_of_two_shares_four_partitions_then_one_takes_over_when_the_othe
     assert_eq!(assigned(&b), [0, 1, 2, 3]);
     assert_eq!(committed(&b, "shared", 4), vec![Offset::Offset(150); 4]);
     drop(b);
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn rdkafka_cooperative_sticky_consumers_hand_partitions_over_incrementally() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(serve_on(dir.path()));
+    let addr = server.kafka.expect("Kafka address").to_string();
+    create_topic(&addr, "coop", 4);
+    produce(&addr, "coop", 4, 0..200);
+    let cooperative = [("partition.assignment.strategy", "cooperative-sticky")];
+    // `a` alone takes all four partitions and reads the topic.
+    let a = group_consumer_with(&addr, "coop-group", &cooperative);
+    a.subscribe(&["coop"]).unwrap();
+    let seen = consume(&[&a], 200, &server);
+    assert_eq!(values(&seen), (0..200).collect::<Vec<_>>());
+    assert_eq!(assigned(&a), [0, 1, 2, 3]);
+    // `b` joins: two incremental rebalances move partitions over while `a` keeps the
+    // rest. Nothing is committed meanwhile: a synchronous commit in this one thread
+    // could wait behind `a`'s JoinGroup for `b`, which only this thread's polls move on
+    // (a Kafka broker also answers one request per connection at a time).
+    let b = group_consumer_with(&addr, "coop-group", &cooperative);
+    b.subscribe(&["coop"]).unwrap();
+    let deadline = Instant::now() + CONSUME_TIMEOUT;
+    while assigned(&b).is_empty() || assigned(&a).len() + assigned(&b).len() != 4 {
+        assert!(
+            Instant::now() < deadline,
+            "no incremental rebalance:\n{}",
+            server.stderr()
+        );
+        for c in [&a, &b] {
+            if let Some(Ok(msg)) = c.poll(Duration::from_millis(100)) {
+                panic!("message at offset {} read again", msg.offset());
+            }
+        }
+    }
+    assert!(assigned(&a).len() < 4, "`a` kept everything");
+    // Both read on from the commits: every new message exactly once, and both get some.
+    produce(&addr, "coop", 4, 200..400);
+    let later = consume(&[&a, &b], 200, &server);
+    assert_eq!(
+        values(&later),
+        (200..400).collect::<Vec<_>>(),
+        "each message exactly once"
+    );
+    let who: BTreeSet<usize> = later.iter().map(|&(i, _)| i).collect();
+    assert_eq!(who, BTreeSet::from([0, 1]));
+    drop((a, b));
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
 }
