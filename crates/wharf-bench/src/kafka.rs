@@ -1,0 +1,212 @@
+//! The Kafka driver: librdkafka through the `rdkafka` crate, for any Kafka-compatible
+//! broker.
+//!
+//! Producers are `ThreadedProducer`s with a delivery callback, so many messages are in
+//! flight at once (awaiting one `FutureProducer::send` at a time would measure round
+//! trips, not throughput). Consumers are `BaseConsumer`s subscribed to the topic.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+use crate::driver::{Acks, Consumer, Driver, Producer, ProducerOpts};
+
+pub struct KafkaDriver {
+    brokers: String,
+    /// `-X key=value` properties, applied to every client after ours.
+    extra: Vec<(String, String)>,
+}
+
+impl KafkaDriver {
+    pub fn new(brokers: String, extra: Vec<(String, String)>) -> KafkaDriver {
+        KafkaDriver { brokers, extra }
+    }
+
+    fn config(&self) -> ClientConfig {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.brokers);
+        cfg
+    }
+
+    fn with_extra(&self, cfg: &mut ClientConfig) {
+        for (k, v) in &self.extra {
+            cfg.set(k, v);
+        }
+    }
+
+    fn admin(&self) -> Result<(AdminClient<DefaultClientContext>, tokio::runtime::Runtime)> {
+        let mut cfg = self.config();
+        self.with_extra(&mut cfg);
+        let admin = cfg.create().context("creating the Kafka admin client")?;
+        // The admin calls are futures; a small runtime drives them.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok((admin, rt))
+    }
+}
+
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Driver for KafkaDriver {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
+        let (admin, rt) = self.admin()?;
+        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let opts = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+        let results = rt
+            .block_on(admin.create_topics([&new], &opts))
+            .with_context(|| format!("creating topic {topic}"))?;
+        for r in results {
+            if let Err((name, code)) = r {
+                bail!("creating topic {name}: {code}");
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_topic(&self, topic: &str) -> Result<()> {
+        let (admin, rt) = self.admin()?;
+        let opts = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+        let results = rt
+            .block_on(admin.delete_topics(&[topic], &opts))
+            .with_context(|| format!("deleting topic {topic}"))?;
+        for r in results {
+            if let Err((name, code)) = r {
+                bail!("deleting topic {name}: {code}");
+            }
+        }
+        Ok(())
+    }
+
+    fn producer(
+        &self,
+        topic: &str,
+        opts: &ProducerOpts,
+        acks: Arc<Acks>,
+    ) -> Result<Box<dyn Producer>> {
+        let mut cfg = self.config();
+        cfg.set("acks", &opts.acks)
+            .set("linger.ms", opts.linger_ms.to_string())
+            .set("batch.size", opts.batch_bytes.to_string())
+            .set("compression.type", &opts.compression);
+        self.with_extra(&mut cfg);
+        let producer: ThreadedProducer<AckContext> = cfg
+            .create_with_context(AckContext { acks })
+            .context("creating a Kafka producer")?;
+        Ok(Box::new(KafkaProducer {
+            producer,
+            topic: topic.to_owned(),
+        }))
+    }
+
+    fn consumer(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>> {
+        let mut cfg = self.config();
+        cfg.set("group.id", group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "true");
+        self.with_extra(&mut cfg);
+        let consumer: BaseConsumer = cfg.create().context("creating a Kafka consumer")?;
+        consumer
+            .subscribe(&[topic])
+            .with_context(|| format!("subscribing to {topic}"))?;
+        Ok(Box::new(KafkaConsumer { consumer }))
+    }
+}
+
+/// Counts delivery reports: a message counts once the broker acknowledged it.
+struct AckContext {
+    acks: Arc<Acks>,
+}
+
+impl ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(msg) => self.acks.ok(msg.payload_len() as u64),
+            Err((e, msg)) => self
+                .acks
+                .fail(format!("{}[{}]: {e}", msg.topic(), msg.partition())),
+        }
+    }
+}
+
+struct KafkaProducer {
+    producer: ThreadedProducer<AckContext>,
+    topic: String,
+}
+
+impl Producer for KafkaProducer {
+    fn send(&mut self, key: Option<&[u8]>, payload: &[u8]) -> Result<()> {
+        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                // librdkafka's queue is full: the broker is behind; wait for acks.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => return Err(anyhow!("producing to {}: {e}", self.topic)),
+            }
+        }
+    }
+
+    fn flush(&mut self, timeout: Duration) -> Result<()> {
+        self.producer
+            .flush(timeout)
+            .with_context(|| format!("flushing the producer of {}", self.topic))
+    }
+}
+
+struct KafkaConsumer {
+    consumer: BaseConsumer,
+}
+
+/// At most this many messages per `poll` call, so callers check their stop condition.
+const POLL_BATCH: usize = 1000;
+
+impl Consumer for KafkaConsumer {
+    fn poll(&mut self, timeout: Duration, each: &mut dyn FnMut(&[u8])) -> Result<usize> {
+        let mut n = 0;
+        let mut wait = timeout;
+        while n < POLL_BATCH {
+            match self.consumer.poll(wait) {
+                None => break,
+                Some(Ok(msg)) => {
+                    each(msg.payload().unwrap_or(&[]));
+                    n += 1;
+                }
+                // Transient (a rebalance, a reconnect): librdkafka retries by itself.
+                Some(Err(e)) => eprintln!("consumer: {e}"),
+            }
+            wait = Duration::ZERO;
+        }
+        Ok(n)
+    }
+
+    fn ready(&self) -> bool {
+        self.consumer
+            .assignment()
+            .map(|a| a.count() > 0)
+            .unwrap_or(false)
+    }
+}

@@ -1,0 +1,288 @@
+//! `wharf-bench`: a load generator for Wharf and any broker speaking the same client
+//! protocols. It never links the broker: it only talks to it over the network.
+
+mod driver;
+mod kafka;
+mod report;
+mod workload;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use driver::{Driver, ProducerOpts};
+use workload::{Params, Progress, Stop};
+
+/// Load generator for Wharf and other message brokers.
+///
+/// Each run creates its own topic (a unique name, with the partitions asked for),
+/// runs one workload against it, prints a table on stdout (progress goes to stderr)
+/// and deletes the topic unless --keep. Rates count only what the broker
+/// acknowledged (produce) or what consumers received (the others). MB is 10^6 bytes
+/// of payload.
+#[derive(Debug, Parser)]
+#[command(name = "wharf-bench", version)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Debug, Args, Serialize)]
+struct Global {
+    /// Client protocol to speak. Only Kafka (librdkafka) for now.
+    #[arg(long, value_enum, default_value_t = DriverKind::Kafka, global = true)]
+    driver: DriverKind,
+    /// Kafka bootstrap servers (host:port[,host:port...]).
+    #[arg(long, default_value = "127.0.0.1:9092", global = true)]
+    brokers: String,
+    /// Also write the results, parameters and machine as JSON to FILE.
+    #[arg(long, value_name = "FILE", global = true)]
+    json: Option<PathBuf>,
+    /// Keep the topic after the run instead of deleting it.
+    #[arg(long, global = true)]
+    keep: bool,
+    /// A librdkafka property for every client (producers, consumers, admin), e.g.
+    /// `-X fetch.wait.max.ms=100`. Repeatable; applied after wharf-bench's own.
+    #[arg(short = 'X', value_name = "KEY=VALUE", global = true)]
+    property: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum DriverKind {
+    Kafka,
+}
+
+#[derive(Debug, Subcommand)]
+enum Workload {
+    /// N producers send as fast as the broker acknowledges: msgs/s and MB/s acknowledged
+    /// (only delivery reports without error count), timed until the last one is in.
+    Produce {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        producer: ProducerArgs,
+        /// Concurrent producers (one client and thread each).
+        #[arg(long, default_value_t = 1)]
+        producers: usize,
+    },
+    /// Fills a topic (not timed), then N consumers in one group drain it: msgs/s and MB/s
+    /// from the first message received to the last (the group join is not timed).
+    Consume {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        producer: ProducerArgs,
+        /// Consumers in the group.
+        #[arg(long, default_value_t = 1)]
+        consumers: usize,
+    },
+    /// 1 producer and 1 consumer at once (acks=all by default): throughput end to end,
+    /// from the first send to the last message received.
+    E2e {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        producer: ProducerArgs,
+    },
+    /// 1 producer at a fixed rate and 1 consumer: end-to-end latency (from the scheduled
+    /// send time carried in the payload to receipt) as p50/p90/p99/p99.9/max.
+    Latency {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        producer: ProducerArgs,
+        /// Messages per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+    },
+    /// 1 producer, K consumer groups each receiving every message: deliveries/s.
+    Fanout {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        producer: ProducerArgs,
+        /// Consumer groups (one consumer each).
+        #[arg(long, default_value_t = 4)]
+        groups: usize,
+    },
+}
+
+#[derive(Debug, Clone, Args, Serialize)]
+struct RunArgs {
+    /// Payload size in bytes (at least 8: the send timestamp).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(8..=100_000_000))]
+    size: u64,
+    /// Partitions of the topic created for the run.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=100_000))]
+    partitions: i32,
+    /// Stop after this many messages (all producers together).
+    #[arg(long, conflicts_with = "duration")]
+    messages: Option<u64>,
+    /// Stop producing after this many seconds (default 10 unless --messages).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Distinct message keys, used round robin; 0 sends no keys (the client's
+    /// partitioner spreads batches).
+    #[arg(long, default_value_t = 0)]
+    keys: u64,
+}
+
+#[derive(Debug, Clone, Args, Serialize)]
+struct ProducerArgs {
+    /// Acknowledgements: all (durable), 1 (leader) or 0 (none).
+    #[arg(long, default_value = "all", value_parser = ["all", "1", "0"])]
+    acks: String,
+    /// Producer linger before a batch is sent, in ms (librdkafka linger.ms).
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
+    /// Largest producer batch in bytes (librdkafka batch.size).
+    #[arg(long, default_value_t = 1_000_000)]
+    batch_size: u64,
+    /// Compression codec.
+    #[arg(long, default_value = "none", value_parser = ["none", "gzip", "snappy", "lz4", "zstd"])]
+    compression: String,
+}
+
+impl ProducerArgs {
+    fn opts(&self) -> ProducerOpts {
+        ProducerOpts {
+            acks: self.acks.clone(),
+            linger_ms: self.linger_ms,
+            batch_bytes: self.batch_size,
+            compression: self.compression.clone(),
+        }
+    }
+}
+
+impl RunArgs {
+    fn stop(&self) -> Result<Stop> {
+        Ok(match (self.messages, self.duration) {
+            (Some(n), _) => Stop::Count(n),
+            (None, Some(s)) if s.is_finite() && s > 0.0 => Stop::Time(Duration::from_secs_f64(s)),
+            (None, Some(s)) => bail!("--duration must be a positive number of seconds, not {s}"),
+            (None, None) => Stop::Time(Duration::from_secs(10)),
+        })
+    }
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("wharf-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let mut extra = Vec::new();
+    for prop in &cli.global.property {
+        let (k, v) = prop
+            .split_once('=')
+            .with_context(|| format!("-X {prop}: expected KEY=VALUE"))?;
+        extra.push((k.to_owned(), v.to_owned()));
+    }
+    let driver: Box<dyn Driver> = match cli.global.driver {
+        DriverKind::Kafka => Box::new(kafka::KafkaDriver::new(cli.global.brokers.clone(), extra)),
+    };
+    let (name, run, producer) = match &cli.workload {
+        Workload::Produce { run, producer, .. } => ("produce", run, producer),
+        Workload::Consume { run, producer, .. } => ("consume", run, producer),
+        Workload::E2e { run, producer } => ("e2e", run, producer),
+        Workload::Latency { run, producer, .. } => ("latency", run, producer),
+        Workload::Fanout { run, producer, .. } => ("fanout", run, producer),
+    };
+    let stop = run.stop()?;
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let run_id = format!(
+        "wharf-bench-{name}-{}-{}",
+        started.as_millis(),
+        std::process::id()
+    );
+    let topic = run_id.clone();
+    let machine = report::Machine::probe();
+    driver.create_topic(&topic, run.partitions)?;
+    eprintln!(
+        "{name}: topic {topic} ({} partitions) on {} ({})",
+        run.partitions,
+        cli.global.brokers,
+        driver.name()
+    );
+
+    let progress = Arc::new(Progress::default());
+    let params = Params {
+        driver: driver.as_ref(),
+        topic: &topic,
+        size: run.size as usize,
+        keys: run.keys,
+        stop,
+        producer: producer.opts(),
+        progress: progress.clone(),
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = report::spawn_progress(name, progress, done.clone());
+    let outcome = match &cli.workload {
+        Workload::Produce { producers, .. } => workload::produce(&params, (*producers).max(1)),
+        Workload::Consume { consumers, .. } => {
+            workload::consume(&params, (*consumers).max(1), &run_id)
+        }
+        Workload::E2e { .. } => workload::e2e(&params, &run_id),
+        Workload::Latency { rate, .. } => workload::latency(&params, *rate, &run_id),
+        Workload::Fanout { groups, .. } => workload::fanout(&params, (*groups).max(1), &run_id),
+    };
+    done.store(true, Ordering::Relaxed);
+    let _ = ticker.join();
+    if !cli.global.keep {
+        if let Err(e) = driver.delete_topic(&topic) {
+            eprintln!("warning: {e:#}");
+        }
+    }
+    let outcome = outcome?;
+
+    let params_json = match &cli.workload {
+        Workload::Produce {
+            run,
+            producer,
+            producers,
+        } => serde_json::json!({ "run": run, "producer": producer, "producers": producers }),
+        Workload::Consume {
+            run,
+            producer,
+            consumers,
+        } => serde_json::json!({ "run": run, "producer": producer, "consumers": consumers }),
+        Workload::E2e { run, producer } => serde_json::json!({ "run": run, "producer": producer }),
+        Workload::Latency {
+            run,
+            producer,
+            rate,
+        } => serde_json::json!({ "run": run, "producer": producer, "rate": rate }),
+        Workload::Fanout {
+            run,
+            producer,
+            groups,
+        } => serde_json::json!({ "run": run, "producer": producer, "groups": groups }),
+    };
+    let report = report::Report::new(
+        name,
+        &cli.global,
+        &topic,
+        started.as_secs(),
+        params_json,
+        &outcome,
+        machine,
+    );
+    print!("{}", report.table());
+    if let Some(path) = &cli.global.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

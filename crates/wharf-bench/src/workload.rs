@@ -1,0 +1,426 @@
+//! The workloads, written against [`Driver`] only.
+//!
+//! Every payload starts with a timestamp (microseconds since the Unix epoch, little
+//! endian): the time the message was meant to be sent. A consumer records now minus
+//! that in an HDR histogram. In `latency` it is the scheduled send time, so a producer
+//! that falls behind its rate shows up as latency instead of hiding it (coordinated
+//! omission).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Result};
+use hdrhistogram::Histogram;
+
+use crate::driver::{Acks, Consumer, Driver, Producer, ProducerOpts};
+
+/// When a producer stops.
+#[derive(Debug, Clone, Copy)]
+pub enum Stop {
+    Count(u64),
+    Time(Duration),
+}
+
+/// What one run measured.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The messages the headline rate counts (acknowledged, consumed or delivered).
+    pub messages: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub sent: u64,
+    pub acked: u64,
+    pub failed: u64,
+    pub received: u64,
+    /// End-to-end latency in microseconds, when messages were consumed.
+    pub latency: Option<Histogram<u64>>,
+}
+
+/// Counters the progress line reads.
+#[derive(Default)]
+pub struct Progress {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+    pub acks: Arc<Acks>,
+}
+
+/// How long consumers wait for a message that should come before giving up.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a consumer may take to be assigned its partitions (Kafka group joins
+/// include the broker's initial rebalance delay, 3 s on Kafka and Wharf).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long consumers keep polling after they are assigned, before a timed producer starts.
+const SETTLE: Duration = Duration::from_millis(500);
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct Params<'a> {
+    pub driver: &'a dyn Driver,
+    pub topic: &'a str,
+    pub size: usize,
+    pub keys: u64,
+    pub stop: Stop,
+    pub producer: ProducerOpts,
+    pub progress: Arc<Progress>,
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// A payload of `size` bytes that compresses about as badly as real data would.
+fn payload(size: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 10 minutes at 3 significant digits.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Sends until `stop`; `count` is this producer's share when stopping by count.
+/// `schedule`, when set, is the interval between sends (a fixed rate).
+fn send_loop(
+    producer: &mut dyn Producer,
+    p: &Params<'_>,
+    count: Option<u64>,
+    schedule: Option<Duration>,
+) -> Result<u64> {
+    let mut buf = payload(p.size);
+    let keys: Vec<Vec<u8>> = (0..p.keys)
+        .map(|k| format!("key-{k}").into_bytes())
+        .collect();
+    let start = Instant::now();
+    let start_micros = now_micros();
+    let mut i: u64 = 0;
+    loop {
+        match (p.stop, count) {
+            (Stop::Count(_), Some(n)) if i >= n => break,
+            (Stop::Time(d), _)
+                if start.elapsed() >= d || schedule.is_some_and(|every| every * i as u32 >= d) =>
+            {
+                break
+            }
+            _ => {}
+        }
+        let stamp = match schedule {
+            Some(every) => {
+                let due = every * i as u32;
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    thread::sleep(wait);
+                }
+                start_micros + due.as_micros() as u64
+            }
+            None => now_micros(),
+        };
+        buf[..8].copy_from_slice(&stamp.to_le_bytes());
+        let key = (!keys.is_empty()).then(|| keys[(i % p.keys) as usize].as_slice());
+        producer.send(key, &buf)?;
+        i += 1;
+        p.progress.sent.fetch_add(1, Ordering::Relaxed);
+    }
+    producer.flush(FLUSH_TIMEOUT)?;
+    Ok(i)
+}
+
+fn check_acks(acks: &Acks) -> Result<()> {
+    let failed = acks.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        let first = acks
+            .first_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default();
+        eprintln!("warning: {failed} messages were not acknowledged; first error: {first}");
+    }
+    Ok(())
+}
+
+/// `producers` producers send until `stop`; counts what the broker acknowledged.
+pub fn produce(p: &Params<'_>, producers: usize) -> Result<Outcome> {
+    let acks = p.progress.acks.clone();
+    let mut clients = Vec::new();
+    for _ in 0..producers {
+        clients.push(p.driver.producer(p.topic, &p.producer, acks.clone())?);
+    }
+    let start = Instant::now();
+    let sent: u64 = thread::scope(|s| {
+        let handles: Vec<_> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(n, mut client)| {
+                let share = match p.stop {
+                    Stop::Count(total) => {
+                        let base = total / producers as u64;
+                        Some(base + u64::from((n as u64) < total % producers as u64))
+                    }
+                    Stop::Time(_) => None,
+                };
+                s.spawn(move || send_loop(client.as_mut(), p, share, None))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow!("a producer panicked"))?)
+            .sum::<Result<u64>>()
+    })?;
+    let elapsed = start.elapsed();
+    check_acks(&acks)?;
+    let acked = acks.messages();
+    Ok(Outcome {
+        messages: acked,
+        bytes: acks.bytes.load(Ordering::Relaxed),
+        elapsed,
+        sent,
+        acked,
+        failed: acks.failed.load(Ordering::Relaxed),
+        received: 0,
+        latency: None,
+    })
+}
+
+/// One consumer's loop: reads until its group has `target` messages (the target is
+/// `u64::MAX` until the producer is done) or nothing came for [`IDLE_TIMEOUT`].
+struct Reader {
+    consumer: Box<dyn Consumer>,
+    /// Messages received by this consumer's group.
+    group_count: Arc<AtomicU64>,
+    /// Time of the last message received by anyone, in µs since `origin`.
+    last: Arc<AtomicU64>,
+    first: Arc<AtomicU64>,
+}
+
+struct ReadResult {
+    histogram: Histogram<u64>,
+    bytes: u64,
+}
+
+fn read_loop(
+    r: &mut Reader,
+    origin: Instant,
+    target: &AtomicU64,
+    progress: &Progress,
+) -> Result<ReadResult> {
+    let mut histogram = new_histogram();
+    let mut bytes = 0u64;
+    let mut idle_since = Instant::now();
+    loop {
+        if r.group_count.load(Ordering::Acquire) >= target.load(Ordering::Acquire) {
+            break;
+        }
+        let n = r
+            .consumer
+            .poll(Duration::from_millis(100), &mut |payload: &[u8]| {
+                bytes += payload.len() as u64;
+                if let Some(stamp) = payload.get(..8) {
+                    let sent = u64::from_le_bytes(stamp.try_into().unwrap_or_default());
+                    let _ = histogram.record(now_micros().saturating_sub(sent).max(1));
+                }
+            })?;
+        if n > 0 {
+            let at = origin.elapsed().as_micros() as u64;
+            r.first.fetch_min(at, Ordering::Relaxed);
+            r.last.fetch_max(at, Ordering::Relaxed);
+            r.group_count.fetch_add(n as u64, Ordering::AcqRel);
+            progress.received.fetch_add(n as u64, Ordering::Relaxed);
+            idle_since = Instant::now();
+        } else if target.load(Ordering::Acquire) != u64::MAX && idle_since.elapsed() > IDLE_TIMEOUT
+        {
+            bail!(
+                "consumers stopped receiving: {} of {} messages after {:?} without any",
+                r.group_count.load(Ordering::Acquire),
+                target.load(Ordering::Acquire),
+                IDLE_TIMEOUT
+            );
+        }
+    }
+    Ok(ReadResult { histogram, bytes })
+}
+
+/// Waits until every consumer was given something to read.
+fn wait_ready(readers: &mut [Reader], progress: &Progress) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    for r in readers.iter_mut() {
+        while !r.consumer.ready() {
+            if Instant::now() > deadline {
+                bail!("a consumer got no partitions within {READY_TIMEOUT:?}");
+            }
+            // The topic is empty, but count anything, so nothing is lost.
+            let n = r.consumer.poll(Duration::from_millis(50), &mut |_| {})?;
+            r.group_count.fetch_add(n as u64, Ordering::AcqRel);
+            progress.received.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+    // An assignment comes before the consumer has looked up its start offsets and
+    // sent its first fetch; without this pause the first messages of a run measure
+    // that start-up instead of the broker.
+    let settle = Instant::now() + SETTLE;
+    while Instant::now() < settle {
+        for r in readers.iter_mut() {
+            let n = r.consumer.poll(Duration::from_millis(10), &mut |_| {})?;
+            r.group_count.fetch_add(n as u64, Ordering::AcqRel);
+            progress.received.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// `groups` consumer groups of one consumer each read the topic while one producer
+/// writes it (at `rate` messages per second when given); timed from the first send to
+/// the last message received. The consumers are assigned before the producer starts.
+fn produce_and_read(
+    p: &Params<'_>,
+    groups: usize,
+    schedule: Option<Duration>,
+    run_id: &str,
+) -> Result<Outcome> {
+    let origin = Instant::now();
+    let first = Arc::new(AtomicU64::new(u64::MAX));
+    let last = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for g in 0..groups {
+        readers.push(Reader {
+            consumer: p.driver.consumer(p.topic, &format!("{run_id}-g{g}"))?,
+            group_count: Arc::new(AtomicU64::new(0)),
+            first: first.clone(),
+            last: last.clone(),
+        });
+    }
+    wait_ready(&mut readers, &p.progress)?;
+    let acks = p.progress.acks.clone();
+    let mut producer = p.driver.producer(p.topic, &p.producer, acks.clone())?;
+    let target = AtomicU64::new(u64::MAX);
+    let start = origin.elapsed();
+    let (sent, results) = thread::scope(|s| -> Result<_> {
+        let handles: Vec<_> = readers
+            .iter_mut()
+            .map(|r| s.spawn(|| read_loop(r, origin, &target, &p.progress)))
+            .collect();
+        let count = match p.stop {
+            Stop::Count(n) => Some(n),
+            Stop::Time(_) => None,
+        };
+        let sent = send_loop(producer.as_mut(), p, count, schedule);
+        // Whatever happened, let the readers finish: on acknowledged messages.
+        target.store(acks.messages(), Ordering::Release);
+        let results: Vec<Result<ReadResult>> = handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow!("a consumer panicked"))?)
+            .collect();
+        Ok((sent?, results))
+    })?;
+    let mut histogram = new_histogram();
+    let mut bytes = 0;
+    for r in results {
+        let r = r?;
+        histogram.add(&r.histogram)?;
+        bytes += r.bytes;
+    }
+    check_acks(&acks)?;
+    let received: u64 = readers
+        .iter()
+        .map(|r| r.group_count.load(Ordering::Acquire))
+        .sum();
+    let end = Duration::from_micros(last.load(Ordering::Relaxed));
+    let acked = acks.messages();
+    Ok(Outcome {
+        messages: received,
+        bytes,
+        elapsed: end.saturating_sub(start),
+        sent,
+        acked,
+        failed: acks.failed.load(Ordering::Relaxed),
+        received,
+        latency: Some(histogram),
+    })
+}
+
+/// 1 producer and 1 consumer at once: end-to-end throughput.
+pub fn e2e(p: &Params<'_>, run_id: &str) -> Result<Outcome> {
+    produce_and_read(p, 1, None, run_id)
+}
+
+/// 1 producer at `rate` messages per second and 1 consumer: end-to-end latency.
+pub fn latency(p: &Params<'_>, rate: u64, run_id: &str) -> Result<Outcome> {
+    if rate == 0 {
+        bail!("--rate must be at least 1");
+    }
+    produce_and_read(
+        p,
+        1,
+        Some(Duration::from_nanos(1_000_000_000 / rate)),
+        run_id,
+    )
+}
+
+/// 1 producer, `groups` consumer groups that each receive every message: deliveries.
+pub fn fanout(p: &Params<'_>, groups: usize, run_id: &str) -> Result<Outcome> {
+    produce_and_read(p, groups, None, run_id)
+}
+
+/// Fills the topic (not timed), then `consumers` consumers in one group drain it,
+/// timed from the first message received to the last (so the group join is not
+/// counted).
+pub fn consume(p: &Params<'_>, consumers: usize, run_id: &str) -> Result<Outcome> {
+    eprintln!("filling {} ...", p.topic);
+    let filled = produce(p, 1)?;
+    eprintln!(
+        "filled {} with {} messages; draining with {consumers} consumers",
+        p.topic, filled.acked
+    );
+    let origin = Instant::now();
+    let first = Arc::new(AtomicU64::new(u64::MAX));
+    let last = Arc::new(AtomicU64::new(0));
+    let group_count = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..consumers {
+        readers.push(Reader {
+            consumer: p.driver.consumer(p.topic, &format!("{run_id}-drain"))?,
+            group_count: group_count.clone(),
+            first: first.clone(),
+            last: last.clone(),
+        });
+    }
+    let target = AtomicU64::new(filled.acked);
+    let results: Vec<Result<ReadResult>> = thread::scope(|s| {
+        let handles: Vec<_> = readers
+            .iter_mut()
+            .map(|r| s.spawn(|| read_loop(r, origin, &target, &p.progress)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().map_err(|_| anyhow!("a consumer panicked"))?)
+            .collect()
+    });
+    let mut bytes = 0;
+    for r in results {
+        bytes += r?.bytes;
+    }
+    let received = group_count.load(Ordering::Acquire);
+    let first = Duration::from_micros(first.load(Ordering::Relaxed).min(u64::MAX / 2));
+    let last = Duration::from_micros(last.load(Ordering::Relaxed));
+    Ok(Outcome {
+        messages: received,
+        bytes,
+        elapsed: last.saturating_sub(first),
+        sent: filled.sent,
+        acked: filled.acked,
+        failed: filled.failed,
+        received,
+        // Latency since the fill is meaningless here.
+        latency: None,
+    })
+}
