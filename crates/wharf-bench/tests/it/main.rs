@@ -1,0 +1,253 @@
+//! `wharf-bench` run against a real `wharf serve`: every workload, briefly, with its
+//! numbers checked against each other through the `--json` report.
+//!
+//! The broker binary is not a dependency of this crate (wharf-bench never links the
+//! broker), so it is found at `$WHARF_BIN`, or `target/debug/wharf` in the workspace;
+//! `scripts/test` builds it before running the tests.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// One workload run, group joins included, on a loaded 2-core machine.
+const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn wharf_bin() -> PathBuf {
+    let path = std::env::var_os("WHARF_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/wharf"));
+    assert!(
+        path.exists(),
+        "the wharf binary is not at {} (set WHARF_BIN, or run scripts/test, which \
+         builds it first with `cargo build -p wharf-server`)",
+        path.display()
+    );
+    path
+}
+
+/// A running `wharf serve` on ephemeral ports with its own data directory; killed on
+/// drop, so a failing test never leaves a broker behind.
+struct Broker {
+    child: Child,
+    kafka: SocketAddr,
+    data: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(wharf_bin())
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data.path().join("data"))
+            .args(["--kafka-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wharf");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut broker = Broker {
+            child,
+            kafka: "0.0.0.0:0".parse().unwrap(),
+            data,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .expect("wharf did not report its Kafka address");
+            if line.contains("Kafka listener listening") {
+                let addr = line
+                    .split_whitespace()
+                    .find_map(|f| f.strip_prefix("kafka_addr="))
+                    .expect("kafka_addr field");
+                broker.kafka = addr.parse().expect("Kafka address");
+                // Keep draining stderr so the broker never blocks on a full pipe.
+                std::thread::spawn(move || while rx.recv().is_ok() {});
+                return broker;
+            }
+        }
+    }
+
+    /// Runs `wharf-bench <args> --json FILE` against this broker; the parsed report.
+    fn bench(&self, args: &[&str]) -> Value {
+        let json = self.data.path().join("report.json");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wharf-bench"))
+            .args(args)
+            .arg("--brokers")
+            .arg(self.kafka.to_string())
+            .arg("--json")
+            .arg(&json)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wharf-bench");
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        while child.try_wait().expect("try_wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("wharf-bench {args:?} did not finish within {RUN_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().expect("wharf-bench output");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "wharf-bench {args:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("msgs/s"), "no table on stdout:\n{stdout}");
+        let text = std::fs::read_to_string(&json).expect("the --json file");
+        serde_json::from_str(&text).expect("the --json file parses")
+    }
+
+    /// The topic registry, to see which topics exist.
+    fn registry(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("data/topics.json")).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn u(report: &Value, field: &str) -> u64 {
+    report[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} in {report:#}"))
+}
+
+/// The fields every report carries, and a positive rate.
+fn check_common(r: &Value, workload: &str) {
+    assert_eq!(r["workload"], workload, "{r:#}");
+    assert_eq!(r["driver"], "kafka");
+    assert_eq!(u(r, "failed"), 0, "{r:#}");
+    assert!(r["msgs_per_s"].as_f64().unwrap() > 0.0, "{r:#}");
+    assert!(r["mb_per_s"].as_f64().unwrap() > 0.0, "{r:#}");
+    assert!(r["duration_s"].as_f64().unwrap() > 0.0, "{r:#}");
+    assert!(u(&r["machine"], "cores") >= 1, "{r:#}");
+    assert_eq!(u(&r["params"]["run"], "size"), 1024, "{r:#}");
+    assert!(r["params"]["producer"]["acks"].is_string(), "{r:#}");
+}
+
+fn check_latency(r: &Value) {
+    let l = &r["latency"];
+    assert_eq!(u(l, "count"), u(r, "received"), "{r:#}");
+    let ps: Vec<u64> = ["p50_us", "p90_us", "p99_us", "p999_us", "max_us"]
+        .iter()
+        .map(|f| u(l, f))
+        .collect();
+    assert!(ps.windows(2).all(|w| w[0] <= w[1]), "{r:#}");
+    assert!(ps[0] >= 1, "{r:#}");
+}
+
+#[test]
+fn produce_counts_acknowledged_messages_and_deletes_its_topic() {
+    let broker = Broker::start();
+    let r = broker.bench(&[
+        "produce",
+        "--messages",
+        "3000",
+        "--producers",
+        "2",
+        "--partitions",
+        "3",
+        "--keys",
+        "10",
+        "--compression",
+        "lz4",
+    ]);
+    check_common(&r, "produce");
+    assert_eq!(u(&r, "sent"), 3000, "{r:#}");
+    assert_eq!(u(&r, "acked"), 3000, "{r:#}");
+    assert_eq!(u(&r, "messages"), 3000, "{r:#}");
+    assert_eq!(u(&r["params"], "producers"), 2);
+    assert!(r["latency"].is_null(), "{r:#}");
+    let topic = r["topic"].as_str().unwrap();
+    assert!(
+        !broker.registry().contains(topic),
+        "{topic} was not deleted"
+    );
+}
+
+#[test]
+fn keep_leaves_the_topic() {
+    let broker = Broker::start();
+    let r = broker.bench(&["produce", "--messages", "100", "--keep", "--acks", "1"]);
+    let topic = r["topic"].as_str().unwrap();
+    assert!(broker.registry().contains(topic), "{topic} is gone");
+}
+
+#[test]
+fn consume_drains_every_prepared_message() {
+    let broker = Broker::start();
+    let r = broker.bench(&[
+        "consume",
+        "--messages",
+        "3000",
+        "--consumers",
+        "2",
+        "--partitions",
+        "2",
+    ]);
+    check_common(&r, "consume");
+    assert_eq!(u(&r, "acked"), 3000, "{r:#}");
+    assert_eq!(u(&r, "received"), 3000, "{r:#}");
+    assert_eq!(u(&r["params"], "consumers"), 2);
+}
+
+#[test]
+fn e2e_receives_every_acknowledged_message() {
+    let broker = Broker::start();
+    let r = broker.bench(&["e2e", "--messages", "3000"]);
+    check_common(&r, "e2e");
+    assert_eq!(r["params"]["producer"]["acks"], "all");
+    assert_eq!(u(&r, "acked"), 3000, "{r:#}");
+    assert_eq!(u(&r, "received"), u(&r, "acked"), "{r:#}");
+    check_latency(&r);
+}
+
+#[test]
+fn latency_histogram_counts_every_message_received() {
+    let broker = Broker::start();
+    let r = broker.bench(&["latency", "--rate", "1000", "--duration", "1.5"]);
+    check_common(&r, "latency");
+    let received = u(&r, "received");
+    assert_eq!(received, u(&r, "acked"), "{r:#}");
+    // 1.5 s at 1000/s, give or take the last tick.
+    assert!((1400..=1501).contains(&received), "{r:#}");
+    check_latency(&r);
+}
+
+#[test]
+fn fanout_delivers_every_message_to_each_group() {
+    let broker = Broker::start();
+    let r = broker.bench(&["fanout", "--groups", "3", "--messages", "2000"]);
+    check_common(&r, "fanout");
+    assert_eq!(u(&r, "acked"), 2000, "{r:#}");
+    assert_eq!(u(&r, "received"), 3 * 2000, "{r:#}");
+    assert_eq!(u(&r, "messages"), 3 * 2000, "{r:#}");
+    check_latency(&r);
+}
