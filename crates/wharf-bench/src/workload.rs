@@ -90,6 +90,11 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
+/// When the `i`th message of a fixed-rate run is due.
+fn due(every: Duration, i: u64) -> Duration {
+    Duration::from_nanos((every.as_nanos() as u64).saturating_mul(i))
+}
+
 /// Sends until `stop`; `count` is this producer's share when stopping by count.
 /// `schedule`, when set, is the interval between sends (a fixed rate).
 fn send_loop(
@@ -109,7 +114,7 @@ fn send_loop(
         match (p.stop, count) {
             (Stop::Count(_), Some(n)) if i >= n => break,
             (Stop::Time(d), _)
-                if start.elapsed() >= d || schedule.is_some_and(|every| every * i as u32 >= d) =>
+                if start.elapsed() >= d || schedule.is_some_and(|every| due(every, i) >= d) =>
             {
                 break
             }
@@ -117,7 +122,7 @@ fn send_loop(
         }
         let stamp = match schedule {
             Some(every) => {
-                let due = every * i as u32;
+                let due = due(every, i);
                 if let Some(wait) = due.checked_sub(start.elapsed()) {
                     thread::sleep(wait);
                 }
