@@ -140,9 +140,10 @@ struct ProducerArgs {
     /// Acknowledgements: all (durable), 1 (leader) or 0 (none).
     #[arg(long, default_value = "all", value_parser = ["all", "1", "0"])]
     acks: String,
-    /// Producer linger before a batch is sent, in ms (librdkafka linger.ms).
-    #[arg(long, default_value_t = 5)]
-    linger_ms: u64,
+    /// Producer linger before a batch is sent, in ms (librdkafka linger.ms). Default 5,
+    /// except 0 for `latency`, where waiting to fill a batch would be measured too.
+    #[arg(long)]
+    linger_ms: Option<u64>,
     /// Largest producer batch in bytes (librdkafka batch.size).
     #[arg(long, default_value_t = 1_000_000)]
     batch_size: u64,
@@ -155,7 +156,7 @@ impl ProducerArgs {
     fn opts(&self) -> ProducerOpts {
         ProducerOpts {
             acks: self.acks.clone(),
-            linger_ms: self.linger_ms,
+            linger_ms: self.linger_ms.unwrap_or(5),
             batch_bytes: self.batch_size,
             compression: self.compression.clone(),
         }
@@ -198,6 +199,11 @@ fn run(cli: Cli) -> Result<()> {
         Workload::Latency { run, producer, .. } => ("latency", run, producer),
         Workload::Fanout { run, producer, .. } => ("fanout", run, producer),
     };
+    let mut producer = producer.clone();
+    if name == "latency" {
+        producer.linger_ms.get_or_insert(0);
+    }
+    producer.linger_ms.get_or_insert(5);
     let stop = run.stop()?;
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -247,29 +253,17 @@ fn run(cli: Cli) -> Result<()> {
     }
     let outcome = outcome?;
 
-    let params_json = match &cli.workload {
-        Workload::Produce {
-            run,
-            producer,
-            producers,
-        } => serde_json::json!({ "run": run, "producer": producer, "producers": producers }),
-        Workload::Consume {
-            run,
-            producer,
-            consumers,
-        } => serde_json::json!({ "run": run, "producer": producer, "consumers": consumers }),
-        Workload::E2e { run, producer } => serde_json::json!({ "run": run, "producer": producer }),
-        Workload::Latency {
-            run,
-            producer,
-            rate,
-        } => serde_json::json!({ "run": run, "producer": producer, "rate": rate }),
-        Workload::Fanout {
-            run,
-            producer,
-            groups,
-        } => serde_json::json!({ "run": run, "producer": producer, "groups": groups }),
+    let extra = match &cli.workload {
+        Workload::Produce { producers, .. } => serde_json::json!({ "producers": producers }),
+        Workload::Consume { consumers, .. } => serde_json::json!({ "consumers": consumers }),
+        Workload::E2e { .. } => serde_json::json!({}),
+        Workload::Latency { rate, .. } => serde_json::json!({ "rate": rate }),
+        Workload::Fanout { groups, .. } => serde_json::json!({ "groups": groups }),
     };
+    let mut params_json = serde_json::json!({ "run": run, "producer": producer });
+    if let (Some(all), serde_json::Value::Object(extra)) = (params_json.as_object_mut(), extra) {
+        all.extend(extra);
+    }
     let report = report::Report::new(
         name,
         &cli.global,

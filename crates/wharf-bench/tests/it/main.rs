@@ -224,6 +224,7 @@ fn e2e_receives_every_acknowledged_message() {
     let r = broker.bench(&["e2e", "--messages", "3000"]);
     check_common(&r, "e2e");
     assert_eq!(r["params"]["producer"]["acks"], "all");
+    assert_eq!(u(&r["params"]["producer"], "linger_ms"), 5, "{r:#}");
     assert_eq!(u(&r, "acked"), 3000, "{r:#}");
     assert_eq!(u(&r, "received"), u(&r, "acked"), "{r:#}");
     check_latency(&r);
@@ -234,6 +235,8 @@ fn latency_histogram_counts_every_message_received() {
     let broker = Broker::start();
     let r = broker.bench(&["latency", "--rate", "1000", "--duration", "1.5"]);
     check_common(&r, "latency");
+    // Lingering to fill a batch would be measured as latency; off unless asked for.
+    assert_eq!(u(&r["params"]["producer"], "linger_ms"), 0, "{r:#}");
     let received = u(&r, "received");
     assert_eq!(received, u(&r, "acked"), "{r:#}");
     // 1.5 s at 1000/s, give or take the last tick.
