@@ -189,8 +189,8 @@ fn run(cli: Cli) -> Result<()> {
             .with_context(|| format!("-X {prop}: expected KEY=VALUE"))?;
         extra.push((k.to_owned(), v.to_owned()));
     }
-    let driver: Box<dyn Driver> = match cli.global.driver {
-        DriverKind::Kafka => Box::new(kafka::KafkaDriver::new(cli.global.brokers.clone(), extra)),
+    let driver: Arc<dyn Driver> = match cli.global.driver {
+        DriverKind::Kafka => Arc::new(kafka::KafkaDriver::new(cli.global.brokers.clone(), extra)),
     };
     let (name, run, producer) = match &cli.workload {
         Workload::Produce { run, producer, .. } => ("produce", run, producer),
@@ -216,6 +216,7 @@ fn run(cli: Cli) -> Result<()> {
     let topic = run_id.clone();
     let machine = report::Machine::probe();
     driver.create_topic(&topic, run.partitions)?;
+    stop_on_interrupt();
     eprintln!(
         "{name}: topic {topic} ({} partitions) on {} ({})",
         run.partitions,
@@ -251,6 +252,10 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("warning: {e:#}");
         }
     }
+    if workload::INTERRUPTED.load(Ordering::Relaxed) {
+        eprintln!("interrupted; no results");
+        std::process::exit(130);
+    }
     let outcome = outcome?;
 
     let extra = match &cli.workload {
@@ -279,4 +284,34 @@ fn run(cli: Cli) -> Result<()> {
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// On Ctrl-C or SIGTERM, tells the workload to stop (it then returns, its clients are
+/// closed and the topic is deleted as after any run); a second signal exits at once.
+fn stop_on_interrupt() {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            for _ in 0..2 {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                if workload::INTERRUPTED.swap(true, Ordering::Relaxed) {
+                    std::process::exit(130);
+                }
+                eprintln!("interrupted: stopping (again to exit at once)");
+            }
+        });
+    });
 }

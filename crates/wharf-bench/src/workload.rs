@@ -6,7 +6,7 @@
 //! that falls behind its rate shows up as latency instead of hiding it (coordinated
 //! omission).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,6 +15,14 @@ use anyhow::{anyhow, bail, Result};
 use hdrhistogram::Histogram;
 
 use crate::driver::{Acks, Consumer, Driver, Producer, ProducerOpts};
+
+/// Set on Ctrl-C or SIGTERM: producers and consumers stop, so that the topic can be
+/// deleted without a straggling client creating it again.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
 
 /// When a producer stops.
 #[derive(Debug, Clone, Copy)]
@@ -110,7 +118,7 @@ fn send_loop(
     let start = Instant::now();
     let start_micros = now_micros();
     let mut i: u64 = 0;
-    loop {
+    while !interrupted() {
         match (p.stop, count) {
             (Stop::Count(_), Some(n)) if i >= n => break,
             (Stop::Time(d), _)
@@ -222,7 +230,7 @@ fn read_loop(
     let mut histogram = new_histogram();
     let mut bytes = 0u64;
     let mut idle_since = Instant::now();
-    loop {
+    while !interrupted() {
         if r.group_count.load(Ordering::Acquire) >= target.load(Ordering::Acquire) {
             break;
         }
@@ -262,6 +270,9 @@ fn wait_ready(readers: &mut [Reader], progress: &Progress) -> Result<()> {
         while !r.consumer.ready() {
             if Instant::now() > deadline {
                 bail!("a consumer got no partitions within {READY_TIMEOUT:?}");
+            }
+            if interrupted() {
+                bail!("interrupted");
             }
             // The topic is empty, but count anything, so nothing is lost.
             let n = r.consumer.poll(Duration::from_millis(50), &mut |_| {})?;

@@ -254,3 +254,45 @@ fn fanout_delivers_every_message_to_each_group() {
     assert_eq!(u(&r, "messages"), 3 * 2000, "{r:#}");
     check_latency(&r);
 }
+
+#[test]
+fn an_interrupted_run_stops_its_clients_and_deletes_its_topic() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    let broker = Broker::start();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf-bench"))
+        .args(["produce", "--duration", "60", "--acks", "1", "--brokers"])
+        .arg(broker.kafka.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn wharf-bench");
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while !broker.registry().contains("wharf-bench-produce") {
+        assert!(Instant::now() < deadline, "no topic was created");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Let the producer get going, so there is something in flight to stop.
+    std::thread::sleep(Duration::from_millis(500));
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("SIGINT");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("wharf-bench did not stop after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+    // A producer still running would have created the topic again (auto-create).
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !broker.registry().contains("wharf-bench-produce"),
+        "{}",
+        broker.registry()
+    );
+}
