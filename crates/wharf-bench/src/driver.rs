@@ -90,4 +90,9 @@ pub trait Consumer: Send {
     /// partition assignment). Workloads that time a producer wait for it first, so a
     /// group join is not measured.
     fn ready(&self) -> bool;
+    /// Durably commits what this consumer has read, then reads the commit back from the
+    /// broker (commit callbacks are not trusted): how many messages the committed
+    /// positions of its assignment cover, counted from the start of the topic. `None`
+    /// where the protocol has no committed positions.
+    fn commit(&mut self) -> Result<Option<u64>>;
 }

@@ -12,11 +12,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer as _, ProducerContext, ThreadedProducer};
-use rdkafka::ClientContext;
+use rdkafka::{ClientContext, Offset};
 
 use crate::driver::{Acks, Consumer, Driver, Producer, ProducerOpts};
 
@@ -181,6 +181,8 @@ struct KafkaConsumer {
     consumer: BaseConsumer,
 }
 
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// At most this many messages per `poll` call, so callers check their stop condition.
 const POLL_BATCH: usize = 1000;
 
@@ -201,6 +203,25 @@ impl Consumer for KafkaConsumer {
             wait = Duration::ZERO;
         }
         Ok(n)
+    }
+
+    fn commit(&mut self) -> Result<Option<u64>> {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            // Nothing read, so nothing to commit.
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => return Err(anyhow!("committing offsets: {e}")),
+        }
+        let committed = self
+            .consumer
+            .committed(COMMIT_TIMEOUT)
+            .context("reading committed offsets back")?;
+        let mut covered = 0;
+        for p in committed.elements() {
+            if let Offset::Offset(n) = p.offset() {
+                covered += u64::try_from(n).unwrap_or(0);
+            }
+        }
+        Ok(Some(covered))
     }
 
     fn ready(&self) -> bool {

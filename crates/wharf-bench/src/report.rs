@@ -69,6 +69,8 @@ pub struct Report {
     pub acked: u64,
     pub failed: u64,
     pub received: u64,
+    /// Messages the consumers' committed positions cover (`consume` only).
+    pub committed: Option<u64>,
     pub latency: Option<Latency>,
     pub machine: Machine,
 }
@@ -113,6 +115,7 @@ impl Report {
             acked: o.acked,
             failed: o.failed,
             received: o.received,
+            committed: o.committed,
             latency,
             machine,
         }
@@ -134,6 +137,9 @@ impl Report {
                 ),
             ),
         ];
+        if let Some(c) = self.committed {
+            rows.push(("committed", c.to_string()));
+        }
         if let Some(l) = &self.latency {
             let ms = |us: u64| format!("{:.3} ms", us as f64 / 1000.0);
             rows.push(("latency p50", ms(l.p50_us)));

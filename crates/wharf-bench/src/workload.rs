@@ -42,6 +42,9 @@ pub struct Outcome {
     pub acked: u64,
     pub failed: u64,
     pub received: u64,
+    /// What the consumers' committed positions cover, read back from the broker after
+    /// a durable commit (`consume` only; Kafka: the sum of committed offsets).
+    pub committed: Option<u64>,
     /// End-to-end latency in microseconds, when messages were consumed.
     pub latency: Option<Histogram<u64>>,
 }
@@ -201,6 +204,7 @@ pub fn produce(p: &Params<'_>, producers: usize) -> Result<Outcome> {
         acked,
         failed: acks.failed.load(Ordering::Relaxed),
         received: 0,
+        committed: None,
         latency: None,
     })
 }
@@ -360,6 +364,7 @@ fn produce_and_read(
         acked,
         failed: acks.failed.load(Ordering::Relaxed),
         received,
+        committed: None,
         latency: Some(histogram),
     })
 }
@@ -426,6 +431,15 @@ pub fn consume(p: &Params<'_>, consumers: usize, run_id: &str) -> Result<Outcome
         bytes += r?.bytes;
     }
     let received = group_count.load(Ordering::Acquire);
+    // Every consumer is still in the group, so the assignments do not overlap and
+    // their committed positions add up.
+    let mut committed = Some(0);
+    for r in readers.iter_mut() {
+        committed = match (committed, r.consumer.commit()?) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+    }
     let first = Duration::from_micros(first.load(Ordering::Relaxed).min(u64::MAX / 2));
     let last = Duration::from_micros(last.load(Ordering::Relaxed));
     Ok(Outcome {
@@ -436,6 +450,7 @@ pub fn consume(p: &Params<'_>, consumers: usize, run_id: &str) -> Result<Outcome
         acked: filled.acked,
         failed: filled.failed,
         received,
+        committed,
         // Latency since the fill is meaningless here.
         latency: None,
     })

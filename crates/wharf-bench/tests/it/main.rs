@@ -215,6 +215,7 @@ fn consume_drains_every_prepared_message() {
     check_common(&r, "consume");
     assert_eq!(u(&r, "acked"), 3000, "{r:#}");
     assert_eq!(u(&r, "received"), 3000, "{r:#}");
+    assert_eq!(u(&r, "committed"), 3000, "{r:#}");
     assert_eq!(u(&r["params"], "consumers"), 2);
 }
 
