@@ -189,8 +189,8 @@ fn run(cli: Cli) -> Result<()> {
             .with_context(|| format!("-X {prop}: expected KEY=VALUE"))?;
         extra.push((k.to_owned(), v.to_owned()));
     }
-    let driver: Arc<dyn Driver> = match cli.global.driver {
-        DriverKind::Kafka => Arc::new(kafka::KafkaDriver::new(cli.global.brokers.clone(), extra)),
+    let driver: Box<dyn Driver> = match cli.global.driver {
+        DriverKind::Kafka => Box::new(kafka::KafkaDriver::new(cli.global.brokers.clone(), extra)),
     };
     let (name, run, producer) = match &cli.workload {
         Workload::Produce { run, producer, .. } => ("produce", run, producer),
