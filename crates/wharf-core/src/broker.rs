@@ -616,10 +616,11 @@ impl Broker {
     /// Log start, log end and high watermark of a partition.
     pub fn offsets(&self, topic: &str, partition: u32) -> Result<PartitionOffsets> {
         let p = self.shared.partition(topic, partition)?;
+        let (log_start_offset, log_end_offset, high_watermark) = p.log.bounds();
         Ok(PartitionOffsets {
-            log_start_offset: p.log.log_start_offset(),
-            log_end_offset: p.log.log_end_offset(),
-            high_watermark: p.log.high_watermark(),
+            log_start_offset,
+            log_end_offset,
+            high_watermark,
         })
     }
 

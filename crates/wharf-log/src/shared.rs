@@ -310,6 +310,17 @@ impl SharedLog {
         self.log().high_watermark()
     }
 
+    /// Log start, log end and high watermark, read together under one lock, so they
+    /// describe the same moment.
+    pub fn bounds(&self) -> (u64, u64, u64) {
+        let log = self.log();
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.high_watermark(),
+        )
+    }
+
     pub fn size_bytes(&self) -> u64 {
         self.log().size_bytes()
     }

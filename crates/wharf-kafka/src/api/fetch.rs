@@ -23,6 +23,13 @@ use crate::errors;
 /// Upper bound on `max_wait_ms`, so a client cannot park a request for days.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
+/// Upper bound on the bytes one fetch response carries, whatever the request's
+/// `max_bytes` says: Kafka's broker-side `fetch.max.bytes` default (55 MiB). Every read
+/// is buffered whole, so without it a request asking for 2 GiB over many partitions
+/// would make the broker allocate that much. A batch larger than the limit is still
+/// returned whole when it comes first, so no consumer is stuck.
+const FETCH_MAX_BYTES: usize = 55 * 1024 * 1024;
+
 /// One partition asked for, resolved to a topic name.
 struct Wanted {
     topic: Result<String, i16>,
@@ -35,7 +42,9 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest, version: i16) -> FetchResponse
     let wait = Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0)).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
-    let max_bytes = usize::try_from(req.max_bytes).unwrap_or(0);
+    let max_bytes = usize::try_from(req.max_bytes)
+        .unwrap_or(0)
+        .min(FETCH_MAX_BYTES);
 
     // Resolve names (v13+ sends topic ids) once, keeping the request's shape.
     let mut shape: Vec<(TopicName, Uuid, Vec<Wanted>)> = Vec::new();
@@ -119,13 +128,10 @@ async fn read_all(
         for w in wanted {
             // Kafka returns at least one batch (the first partition with data), even
             // past the limits, so a consumer can always make progress.
-            let budget = if total == 0 {
-                usize::try_from(w.max_bytes).unwrap_or(0).max(1)
-            } else {
-                usize::try_from(w.max_bytes)
-                    .unwrap_or(0)
-                    .min(max_bytes.saturating_sub(total))
-            };
+            let cap = usize::try_from(w.max_bytes)
+                .unwrap_or(0)
+                .min(max_bytes.saturating_sub(total));
+            let budget = if total == 0 { cap.max(1) } else { cap };
             let data = read_partition(ctx, w, budget).await;
             if data.error_code != 0 {
                 errored = true;
