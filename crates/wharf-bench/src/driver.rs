@@ -69,8 +69,15 @@ pub trait Driver: Send + Sync {
         opts: &ProducerOpts,
         acks: std::sync::Arc<Acks>,
     ) -> Result<Box<dyn Producer>>;
+    /// Makes sure `group` will receive every message sent to `topic` from now on, before
+    /// any of its consumers exists. Workloads call it for every group before the first
+    /// send. Kafka and JetStream groups read from the start of the topic anyway (a no-op
+    /// there); an AMQP driver declares and binds the group's queue here.
+    fn prepare_group(&self, _topic: &str, _group: &str) -> Result<()> {
+        Ok(())
+    }
     /// A consumer of `topic` in `group`: consumers sharing a group share the messages,
-    /// every group receives every message, from the start of the topic.
+    /// every group receives every message sent after [`Driver::prepare_group`].
     fn consumer(&self, topic: &str, group: &str) -> Result<Box<dyn Consumer>>;
 }
 

@@ -312,6 +312,9 @@ fn produce_and_read(
     let last = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     for g in 0..groups {
+        p.driver.prepare_group(p.topic, &format!("{run_id}-g{g}"))?;
+    }
+    for g in 0..groups {
         readers.push(Reader {
             consumer: p.driver.consumer(p.topic, &format!("{run_id}-g{g}"))?,
             group_count: Arc::new(AtomicU64::new(0)),
@@ -396,6 +399,7 @@ pub fn fanout(p: &Params<'_>, groups: usize, run_id: &str) -> Result<Outcome> {
 /// timed from the first message received to the last (so the group join is not
 /// counted).
 pub fn consume(p: &Params<'_>, consumers: usize, run_id: &str) -> Result<Outcome> {
+    p.driver.prepare_group(p.topic, &format!("{run_id}-drain"))?;
     eprintln!("filling {} ...", p.topic);
     let filled = produce(p, 1)?;
     eprintln!(
