@@ -3,6 +3,7 @@
 
 mod driver;
 mod kafka;
+mod plot;
 mod report;
 mod workload;
 
@@ -45,6 +46,10 @@ struct Global {
     /// Also write the results, parameters and machine as JSON to FILE.
     #[arg(long, value_name = "FILE", global = true)]
     json: Option<PathBuf>,
+    /// Also draw the run's latency percentiles (e2e, latency, fanout, partitions) into
+    /// FILE.png.
+    #[arg(long, value_name = "FILE.png", global = true)]
+    plot: Option<PathBuf>,
     /// Keep the topic after the run instead of deleting it.
     #[arg(long, global = true)]
     keep: bool,
@@ -113,6 +118,30 @@ enum Workload {
         #[arg(long, default_value_t = 4)]
         groups: usize,
     },
+    /// 1 producer spreading keyed messages over many partitions (--partitions, default
+    /// 1000) while N consumers in one group read them all: end-to-end msgs/s.
+    Partitions {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        producer: ProducerArgs,
+        /// Consumers in the group.
+        #[arg(long, default_value_t = 1)]
+        consumers: usize,
+    },
+    /// Draws the latency percentiles of earlier runs (their --json reports) into one
+    /// PNG, one curve each: `wharf-bench plot --out lat.png wharf=a.json rabbitmq=b.json`.
+    Plot {
+        /// The PNG to write.
+        #[arg(long, value_name = "FILE.png")]
+        out: PathBuf,
+        /// The chart's title.
+        #[arg(long, default_value = "End-to-end latency by percentile")]
+        title: String,
+        /// Reports to draw, as LABEL=FILE.json (or FILE.json, labelled by its name).
+        #[arg(required = true, value_name = "LABEL=FILE.json")]
+        reports: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Args, Serialize)]
@@ -120,9 +149,9 @@ struct RunArgs {
     /// Payload size in bytes (at least 8: the send timestamp).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(8..=100_000_000))]
     size: u64,
-    /// Partitions of the topic created for the run.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=100_000))]
-    partitions: i32,
+    /// Partitions of the topic created for the run (default 1; 1000 for `partitions`).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=100_000))]
+    partitions: Option<i32>,
     /// Stop after this many messages (all producers together).
     #[arg(long, conflicts_with = "duration")]
     messages: Option<u64>,
@@ -130,9 +159,9 @@ struct RunArgs {
     #[arg(long)]
     duration: Option<f64>,
     /// Distinct message keys, used round robin; 0 sends no keys (the client's
-    /// partitioner spreads batches).
-    #[arg(long, default_value_t = 0)]
-    keys: u64,
+    /// partitioner spreads batches). Default 0; for `partitions`, 4 per partition.
+    #[arg(long)]
+    keys: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args, Serialize)]
@@ -182,6 +211,14 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Workload::Plot {
+        out,
+        title,
+        reports,
+    } = &cli.workload
+    {
+        return plot_reports(out, title, reports);
+    }
     let mut extra = Vec::new();
     for prop in &cli.global.property {
         let (k, v) = prop
@@ -198,7 +235,18 @@ fn run(cli: Cli) -> Result<()> {
         Workload::E2e { run, producer } => ("e2e", run, producer),
         Workload::Latency { run, producer, .. } => ("latency", run, producer),
         Workload::Fanout { run, producer, .. } => ("fanout", run, producer),
+        Workload::Partitions { run, producer, .. } => ("partitions", run, producer),
+        Workload::Plot { .. } => unreachable!("handled above"),
     };
+    let mut run = run.clone();
+    let partitions = *run
+        .partitions
+        .get_or_insert(if name == "partitions" { 1000 } else { 1 });
+    let keys = *run.keys.get_or_insert(if name == "partitions" {
+        4 * partitions as u64
+    } else {
+        0
+    });
     let mut producer = producer.clone();
     if name == "latency" {
         producer.linger_ms.get_or_insert(0);
@@ -215,11 +263,11 @@ fn run(cli: Cli) -> Result<()> {
     );
     let topic = run_id.clone();
     let machine = report::Machine::probe();
-    driver.create_topic(&topic, run.partitions)?;
+    driver.create_topic(&topic, partitions)?;
     stop_on_interrupt();
     eprintln!(
         "{name}: topic {topic} ({} partitions) on {} ({})",
-        run.partitions,
+        partitions,
         cli.global.brokers,
         driver.name()
     );
@@ -229,7 +277,7 @@ fn run(cli: Cli) -> Result<()> {
         driver: driver.as_ref(),
         topic: &topic,
         size: run.size as usize,
-        keys: run.keys,
+        keys,
         stop,
         producer: producer.opts(),
         progress: progress.clone(),
@@ -244,6 +292,10 @@ fn run(cli: Cli) -> Result<()> {
         Workload::E2e { .. } => workload::e2e(&params, &run_id),
         Workload::Latency { rate, .. } => workload::latency(&params, *rate, &run_id),
         Workload::Fanout { groups, .. } => workload::fanout(&params, (*groups).max(1), &run_id),
+        Workload::Partitions { consumers, .. } => {
+            workload::partitions(&params, (*consumers).max(1), &run_id)
+        }
+        Workload::Plot { .. } => unreachable!("handled above"),
     };
     done.store(true, Ordering::Relaxed);
     let _ = ticker.join();
@@ -264,6 +316,8 @@ fn run(cli: Cli) -> Result<()> {
         Workload::E2e { .. } => serde_json::json!({}),
         Workload::Latency { rate, .. } => serde_json::json!({ "rate": rate }),
         Workload::Fanout { groups, .. } => serde_json::json!({ "groups": groups }),
+        Workload::Partitions { consumers, .. } => serde_json::json!({ "consumers": consumers }),
+        Workload::Plot { .. } => unreachable!("handled above"),
     };
     let mut params_json = serde_json::json!({ "run": run, "producer": producer });
     if let (Some(all), serde_json::Value::Object(extra)) = (params_json.as_object_mut(), extra) {
@@ -279,11 +333,41 @@ fn run(cli: Cli) -> Result<()> {
         machine,
     );
     print!("{}", report.table());
+    if let Some(path) = &cli.global.plot {
+        let curve = report.latency.as_ref().map(|l| l.curve.clone());
+        let Some(curve) = curve else {
+            bail!("--plot: this run measured no latency (use e2e, latency, fanout or partitions)");
+        };
+        let label = format!("{} {name}", report.driver);
+        plot::draw(
+            path,
+            &format!("{name}: end-to-end latency by percentile"),
+            &[plot::Series { label, curve }],
+        )?;
+    }
     if let Some(path) = &cli.global.json {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+fn plot_reports(out: &std::path::Path, title: &str, reports: &[String]) -> Result<()> {
+    let mut series = Vec::new();
+    for r in reports {
+        let (label, file) = match r.split_once('=') {
+            Some((label, file)) => (label.to_owned(), PathBuf::from(file)),
+            None => {
+                let file = PathBuf::from(r);
+                let label = file
+                    .file_stem()
+                    .map_or_else(|| r.clone(), |s| s.to_string_lossy().into_owned());
+                (label, file)
+            }
+        };
+        series.push(plot::series_from_report(label, &file)?);
+    }
+    plot::draw(out, title, &series)
 }
 
 /// On Ctrl-C or SIGTERM, tells the workload to stop (it then returns, its clients are

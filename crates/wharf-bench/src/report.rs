@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::workload::{Outcome, Progress};
 use crate::Global;
@@ -38,7 +38,7 @@ impl Machine {
 }
 
 /// End-to-end latency percentiles, in microseconds.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Latency {
     pub count: u64,
     pub mean_us: f64,
@@ -47,6 +47,27 @@ pub struct Latency {
     pub p99_us: u64,
     pub p999_us: u64,
     pub max_us: u64,
+    /// The distribution as (percentile, µs) points, evenly spaced in "nines"
+    /// (-log10(1 - p)) up to what the sample count resolves, then the maximum at 100.
+    pub curve: Vec<(f64, u64)>,
+}
+
+/// Points of the percentile curve: 10 per decade of nines.
+const CURVE_STEPS_PER_NINE: u32 = 10;
+
+fn curve(h: &hdrhistogram::Histogram<u64>) -> Vec<(f64, u64)> {
+    // Beyond log10(count) nines a percentile is just the maximum again.
+    let max_nines = (h.len() as f64).log10().clamp(0.0, 6.0);
+    let steps = (max_nines * f64::from(CURVE_STEPS_PER_NINE)).floor() as u32;
+    let mut points: Vec<(f64, u64)> = (0..=steps)
+        .map(|i| {
+            let nines = f64::from(i) / f64::from(CURVE_STEPS_PER_NINE);
+            let q = 1.0 - 10f64.powf(-nines);
+            (q * 100.0, h.value_at_quantile(q))
+        })
+        .collect();
+    points.push((100.0, h.max()));
+    points
 }
 
 #[derive(Debug, Serialize)]
@@ -99,6 +120,7 @@ impl Report {
                 p99_us: h.value_at_quantile(0.99),
                 p999_us: h.value_at_quantile(0.999),
                 max_us: h.max(),
+                curve: curve(h),
             });
         Report {
             workload,

@@ -307,6 +307,17 @@ fn produce_and_read(
     schedule: Option<Duration>,
     run_id: &str,
 ) -> Result<Outcome> {
+    produce_and_read_group(p, groups, 1, schedule, run_id)
+}
+
+/// [`produce_and_read`] with `per_group` consumers sharing each group's messages.
+fn produce_and_read_group(
+    p: &Params<'_>,
+    groups: usize,
+    per_group: usize,
+    schedule: Option<Duration>,
+    run_id: &str,
+) -> Result<Outcome> {
     let origin = Instant::now();
     let first = Arc::new(AtomicU64::new(u64::MAX));
     let last = Arc::new(AtomicU64::new(0));
@@ -315,12 +326,15 @@ fn produce_and_read(
         p.driver.prepare_group(p.topic, &format!("{run_id}-g{g}"))?;
     }
     for g in 0..groups {
-        readers.push(Reader {
-            consumer: p.driver.consumer(p.topic, &format!("{run_id}-g{g}"))?,
-            group_count: Arc::new(AtomicU64::new(0)),
-            first: first.clone(),
-            last: last.clone(),
-        });
+        let group_count = Arc::new(AtomicU64::new(0));
+        for _ in 0..per_group {
+            readers.push(Reader {
+                consumer: p.driver.consumer(p.topic, &format!("{run_id}-g{g}"))?,
+                group_count: group_count.clone(),
+                first: first.clone(),
+                last: last.clone(),
+            });
+        }
     }
     wait_ready(&mut readers, &p.progress)?;
     let acks = p.progress.acks.clone();
@@ -353,8 +367,10 @@ fn produce_and_read(
         bytes += r.bytes;
     }
     check_acks(&acks)?;
+    // Each group once (its consumers share one counter).
     let received: u64 = readers
         .iter()
+        .step_by(per_group)
         .map(|r| r.group_count.load(Ordering::Acquire))
         .sum();
     let end = Duration::from_micros(last.load(Ordering::Relaxed));
@@ -390,6 +406,11 @@ pub fn latency(p: &Params<'_>, rate: u64, run_id: &str) -> Result<Outcome> {
     )
 }
 
+/// 1 producer over a many-partition topic and `consumers` consumers in one group.
+pub fn partitions(p: &Params<'_>, consumers: usize, run_id: &str) -> Result<Outcome> {
+    produce_and_read_group(p, 1, consumers, None, run_id)
+}
+
 /// 1 producer, `groups` consumer groups that each receive every message: deliveries.
 pub fn fanout(p: &Params<'_>, groups: usize, run_id: &str) -> Result<Outcome> {
     produce_and_read(p, groups, None, run_id)
@@ -399,7 +420,8 @@ pub fn fanout(p: &Params<'_>, groups: usize, run_id: &str) -> Result<Outcome> {
 /// timed from the first message received to the last (so the group join is not
 /// counted).
 pub fn consume(p: &Params<'_>, consumers: usize, run_id: &str) -> Result<Outcome> {
-    p.driver.prepare_group(p.topic, &format!("{run_id}-drain"))?;
+    p.driver
+        .prepare_group(p.topic, &format!("{run_id}-drain"))?;
     eprintln!("filling {} ...", p.topic);
     let filled = produce(p, 1)?;
     eprintln!(

@@ -297,3 +297,87 @@ fn an_interrupted_run_stops_its_clients_and_deletes_its_topic() {
         broker.registry()
     );
 }
+
+#[test]
+fn partitions_spreads_keys_over_every_partition_and_reads_them_all() {
+    let broker = Broker::start();
+    let r = broker.bench(&[
+        "partitions",
+        "--partitions",
+        "50",
+        "--consumers",
+        "2",
+        "--messages",
+        "4000",
+    ]);
+    check_common(&r, "partitions");
+    assert_eq!(u(&r["params"]["run"], "partitions"), 50, "{r:#}");
+    // Four keys per partition unless told otherwise.
+    assert_eq!(u(&r["params"]["run"], "keys"), 200, "{r:#}");
+    assert_eq!(u(&r["params"], "consumers"), 2, "{r:#}");
+    assert_eq!(u(&r, "acked"), 4000, "{r:#}");
+    assert_eq!(u(&r, "received"), 4000, "{r:#}");
+    check_latency(&r);
+}
+
+fn is_png(path: &Path) -> bool {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    bytes.len() > 1000 && bytes.starts_with(b"\x89PNG\r\n\x1a\n")
+}
+
+#[test]
+fn latency_percentiles_are_plotted_for_one_run_and_for_several() {
+    let broker = Broker::start();
+    let png = broker.data.path().join("one.png");
+    let r = broker.bench(&[
+        "latency",
+        "--rate",
+        "1000",
+        "--duration",
+        "1",
+        "--plot",
+        png.to_str().unwrap(),
+    ]);
+    assert!(is_png(&png), "--plot wrote no PNG");
+    // The curve in the report rises with the percentile and ends at the maximum.
+    let curve = r["latency"]["curve"].as_array().expect("curve").clone();
+    assert!(curve.len() > 20, "{r:#}");
+    let points: Vec<(f64, u64)> = curve
+        .iter()
+        .map(|p| (p[0].as_f64().unwrap(), p[1].as_u64().unwrap()))
+        .collect();
+    assert!(points
+        .windows(2)
+        .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1));
+    assert_eq!(points.last().unwrap(), &(100.0, u(&r["latency"], "max_us")));
+
+    let a = broker.data.path().join("a.json");
+    let b = broker.data.path().join("b.json");
+    std::fs::write(&a, r.to_string()).unwrap();
+    std::fs::write(&b, r.to_string()).unwrap();
+    let both = broker.data.path().join("both.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf-bench"))
+        .args(["plot", "--out", both.to_str().unwrap()])
+        .arg(format!("first={}", a.display()))
+        .arg(&b)
+        .output()
+        .expect("wharf-bench plot");
+    assert!(out.status.success(), "{out:?}");
+    assert!(is_png(&both), "plot wrote no PNG");
+
+    // A report without latency is refused with a reason, and no file is written.
+    let none = broker.bench(&["produce", "--messages", "10"]);
+    std::fs::write(&a, none.to_string()).unwrap();
+    let refused = broker.data.path().join("refused.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf-bench"))
+        .args(["plot", "--out", refused.to_str().unwrap()])
+        .arg(&a)
+        .output()
+        .expect("wharf-bench plot");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has no latency"),
+        "{out:?}"
+    );
+    assert!(!refused.exists());
+}
