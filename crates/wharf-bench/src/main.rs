@@ -283,7 +283,7 @@ fn run(cli: Cli) -> Result<()> {
         progress: progress.clone(),
     };
     let done = Arc::new(AtomicBool::new(false));
-    let ticker = report::spawn_progress(name, progress, done.clone());
+    let ticker = report::spawn_progress(name, stop, progress, done.clone());
     let outcome = match &cli.workload {
         Workload::Produce { producers, .. } => workload::produce(&params, (*producers).max(1)),
         Workload::Consume { consumers, .. } => {

@@ -1,14 +1,16 @@
 //! Results: the table on stdout, the JSON file, the progress line on stderr.
 
 use std::fmt::Write as _;
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
-use crate::workload::{Outcome, Progress};
+use crate::workload::{Outcome, Progress, Stop};
 use crate::Global;
 
 /// The machine a run was measured on.
@@ -192,13 +194,29 @@ impl Report {
     }
 }
 
-/// A line on stderr every second until `done`.
+/// Progress on stderr until `done`: a bar on a terminal (towards the run's duration or
+/// message count), otherwise a line every second (for logs).
 pub fn spawn_progress(
     workload: &'static str,
+    stop: Stop,
     progress: Arc<Progress>,
     done: Arc<AtomicBool>,
 ) -> JoinHandle<()> {
     std::thread::spawn(move || {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let (len, unit) = match stop {
+                Stop::Count(n) => (n, "msgs"),
+                Stop::Time(d) => (d.as_secs().max(1), "s"),
+            };
+            let bar = ProgressBar::new(len);
+            let style = ProgressStyle::with_template(&format!(
+                "{workload} [{{bar:30}}] {{pos}}/{{len}} {unit}  {{msg}}"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+            bar.set_style(style);
+            bar
+        });
         let start = Instant::now();
         let mut next = Duration::from_secs(1);
         let mut last = (0, 0);
@@ -208,18 +226,31 @@ pub fn spawn_progress(
                 continue;
             }
             next += Duration::from_secs(1);
+            let sent = progress.sent.load(Ordering::Relaxed);
             let acked = progress.acks.messages();
             let received = progress.received.load(Ordering::Relaxed);
-            eprintln!(
-                "{workload} {:>6.1}s  sent {}  acked {} (+{}/s)  received {} (+{}/s)",
-                start.elapsed().as_secs_f64(),
-                progress.sent.load(Ordering::Relaxed),
-                acked,
+            let line = format!(
+                "sent {sent}  acked {acked} (+{}/s)  received {received} (+{}/s)",
                 acked - last.0,
-                received,
                 received - last.1,
             );
             last = (acked, received);
+            match &bar {
+                Some(bar) => {
+                    bar.set_position(match stop {
+                        Stop::Count(_) => sent,
+                        Stop::Time(_) => start.elapsed().as_secs(),
+                    });
+                    bar.set_message(line);
+                }
+                None => eprintln!(
+                    "{workload} {:>6.1}s  {line}",
+                    start.elapsed().as_secs_f64()
+                ),
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
         }
     })
 }

@@ -1,0 +1,775 @@
+#!/usr/bin/env python3
+"""Wharf and its peers, side by side, in one sitting: the workloads of `wharf-bench`
+against each broker in turn, round after round, with the machine's own limits measured
+in between. Started by bench/compare.sh, which installs and builds what this needs.
+
+Each round starts every broker afresh (its own data directory, loopback port), measures
+its idle RSS, runs the workloads against it, and stops it before the next broker starts,
+so only one broker runs at a time. While a workload runs, the broker's CPU time (every
+process of its session: user + system) and its RSS (sampled every 100 ms) are read from
+/proc. The report gives medians over rounds and Wharf/peer ratios, and checks the
+targets of the benchmark issue.
+
+Standard library only.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+MIB = 2**20
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listened on 127.0.0.1:{port} within {timeout} s")
+
+
+# ---------------------------------------------------------------- /proc sampling
+
+
+def session_pids(sid):
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # fields[0] is the state (field 3); the session id is field 6.
+        if int(fields[3]) == sid:
+            pids.append(int(entry))
+    return pids
+
+
+def cpu_seconds(sid):
+    """User + system CPU of every process in the session, and of the children it reaped."""
+    total = 0
+    for pid in session_pids(sid):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        f = stat[stat.rindex(")") + 2 :].split()
+        # utime, stime, cutime, cstime are fields 14-17 (1-based), f[11..14].
+        total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    return total / CLK_TCK
+
+
+def rss_bytes(sid):
+    total = 0
+    for pid in session_pids(sid):
+        try:
+            statm = Path(f"/proc/{pid}/statm").read_text().split()
+        except OSError:
+            continue
+        total += int(statm[1]) * PAGE
+    return total
+
+
+class RssSampler:
+    """The largest RSS of a session while it runs, sampled every 100 ms."""
+
+    def __init__(self, sid):
+        self.sid, self.peak, self._stop = sid, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes(self.sid))
+            self._stop.wait(0.1)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes(self.sid))
+
+
+# ---------------------------------------------------------------- brokers
+
+
+class Broker:
+    """One broker process (and its children) in a session of its own."""
+
+    name = "?"
+    driver = "?"
+    # Workloads this broker takes part in.
+    workloads = ()
+    boot_timeout = 30
+
+    def __init__(self, bins, workdir):
+        self.bins, self.workdir = bins, workdir
+        self.proc = None
+        self.port = free_port()
+
+    def command(self):
+        raise NotImplementedError
+
+    def env(self):
+        return dict(os.environ)
+
+    def url(self):
+        return f"127.0.0.1:{self.port}"
+
+    def start(self):
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.logfile = open(self.workdir / "broker.log", "w")
+        self.proc = subprocess.Popen(
+            self.command(),
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=self.logfile,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.workdir,
+        )
+        self.sid = self.proc.pid
+        self.wait_ready()
+
+    def wait_ready(self):
+        wait_port(self.port, self.boot_timeout, self.proc)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.sid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        # Whatever is left of the session (a BEAM's helpers, say).
+        for pid in session_pids(self.sid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.logfile.close()
+        self.proc = None
+
+
+class Wharf(Broker):
+    name, driver = "wharf", "kafka"
+    workloads = ("produce", "consume", "e2e", "latency", "fanout", "partitions")
+
+    def command(self):
+        return [
+            str(self.bins["wharf"]), "serve",
+            "--data-dir", str(self.workdir / "data"),
+            "--kafka-addr", f"127.0.0.1:{self.port}",
+            "--http-addr", "127.0.0.1:0",
+        ]  # fmt: skip
+
+    def env(self):
+        return {**os.environ, "RUST_LOG": "warn"}
+
+
+class Tansu(Broker):
+    """tansu (a Kafka-compatible broker in Rust), storing in SQLite in its data dir."""
+
+    name, driver = "tansu", "kafka"
+    workloads = ("produce", "consume", "e2e", "latency", "fanout", "partitions")
+
+    def command(self):
+        return [
+            str(self.bins["tansu"]), "broker",
+            "--kafka-listener-url", f"tcp://127.0.0.1:{self.port}",
+            "--kafka-advertised-listener-url", f"tcp://127.0.0.1:{self.port}",
+            "--storage-engine", f"sqlite://{self.workdir}/tansu.db",
+        ]  # fmt: skip
+
+    def env(self):
+        return {**os.environ, "RUST_LOG": "warn"}
+
+
+class JetStream(Broker):
+    """NATS with JetStream on file storage (its defaults: acks after the write, fsync every 2 min)."""
+
+    name, driver = "jetstream", "jetstream"
+    workloads = ("produce", "consume", "e2e", "latency", "fanout")
+
+    def command(self):
+        return [
+            str(self.bins["nats-server"]), "-js",
+            "-sd", str(self.workdir / "store"),
+            "-a", "127.0.0.1", "-p", str(self.port),
+        ]  # fmt: skip
+
+    def url(self):
+        return f"nats://127.0.0.1:{self.port}"
+
+
+class CoreNats(JetStream):
+    """Core NATS: no storage, no acknowledgements (the fan-out reference)."""
+
+    name, driver = "nats", "nats"
+    workloads = ("fanout",)
+
+    def command(self):
+        return [str(self.bins["nats-server"]), "-a", "127.0.0.1", "-p", str(self.port)]
+
+
+class RabbitMQ(Broker):
+    """RabbitMQ with durable classic queues, persistent messages and publisher confirms."""
+
+    name, driver = "rabbitmq", "amqp"
+    workloads = ("produce", "consume", "e2e", "latency", "fanout")
+    boot_timeout = 90
+
+    def __init__(self, bins, workdir):
+        super().__init__(bins, workdir)
+        self.dist_port = free_port()
+        self.node = f"wharfbench{os.getpid()}@localhost"
+
+    def env(self):
+        home = self.workdir / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        cookie = home / ".erlang.cookie"
+        if not cookie.exists():
+            cookie.write_text("WHARFBENCHCOOKIE")
+            cookie.chmod(0o400)
+        plugins = self.workdir / "enabled_plugins"
+        plugins.write_text("[].\n")
+        conf = self.workdir / "rabbitmq.conf"
+        conf.write_text("loopback_users = none\n")
+        return {
+            **os.environ,
+            "HOME": str(home),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.workdir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.workdir / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
+            "RABBITMQ_CONFIG_FILE": str(self.workdir / "rabbitmq"),
+            "RABBITMQ_PID_FILE": str(self.workdir / "rabbitmq.pid"),
+        }
+
+    def command(self):
+        return [str(self.bins["rabbitmq-server"])]
+
+    def url(self):
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/%2f"
+
+    def wait_ready(self):
+        wait_port(self.port, self.boot_timeout, self.proc)
+        subprocess.run(
+            [str(self.bins["rabbitmqctl"]), "-n", self.node, "await_startup", "--timeout", "60"],
+            env=self.env(),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=90,
+        )
+
+    def stop(self):
+        if self.proc is not None:
+            subprocess.run(
+                [str(self.bins["rabbitmqctl"]), "-n", self.node, "stop"],
+                env=self.env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=60,
+            )
+        super().stop()
+
+
+BROKERS = {b.name: b for b in (Wharf, Tansu, JetStream, CoreNats, RabbitMQ)}
+
+
+# ---------------------------------------------------------------- workloads
+
+
+def workload_args(name, a):
+    d = str(a.duration)
+    return {
+        "produce": ["produce", "--duration", d],
+        "consume": ["consume", "--messages", str(a.consume_messages)],
+        "e2e": ["e2e", "--duration", d],
+        "latency": ["latency", "--rate", str(a.rate), "--duration", d],
+        "fanout": ["fanout", "--groups", "4", "--duration", d],
+        "partitions": ["partitions", "--partitions", "1000", "--duration", d],
+    }[name]
+
+
+def run_workload(bins, broker, workload, a, outdir, label):
+    report = outdir / f"{label}.json"
+    cmd = [
+        str(bins["wharf-bench"]),
+        "--driver", broker.driver,
+        "--brokers", broker.url(),
+        "--json", str(report),
+        *workload_args(workload, a),
+    ]  # fmt: skip
+    cpu0 = cpu_seconds(broker.sid)
+    with RssSampler(broker.sid) as rss:
+        with open(outdir / f"{label}.log", "w") as out:
+            try:
+                subprocess.run(
+                    cmd, stdout=out, stderr=subprocess.STDOUT, timeout=a.duration * 6 + 180, check=True
+                )
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+                log(f"   {label}: FAILED ({e}); see {outdir / (label + '.log')}")
+                return None
+    cpu = cpu_seconds(broker.sid) - cpu0
+    r = json.loads(report.read_text())
+    msgs = r["messages"]
+    return {
+        "msgs_per_s": r["msgs_per_s"],
+        "mb_per_s": r["mb_per_s"],
+        "messages": msgs,
+        "failed": r["failed"],
+        "latency": r.get("latency"),
+        "cpu_s": cpu,
+        "cpu_us_per_msg": cpu / msgs * 1e6 if msgs else None,
+        "rss_peak": rss.peak,
+        "report": str(report),
+    }
+
+
+# ---------------------------------------------------------------- machine limits
+
+
+def fio(args, workdir):
+    d = workdir / "fio"
+    d.mkdir(parents=True, exist_ok=True)
+    try:
+        out = subprocess.run(
+            ["fio", "--output-format=json", f"--directory={d}", *args],
+            capture_output=True,
+            check=True,
+            text=True,
+        ).stdout
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return json.loads(out[out.index("{") :])["jobs"][0]
+
+
+def machine_limits(workdir):
+    seq = fio(
+        ["--name=seq", "--rw=write", "--bs=1m", "--size=1G", "--ioengine=psync", "--end_fsync=1"],
+        workdir,
+    )
+    # 4 KiB appends, each followed by fdatasync, to a new file: what a durable
+    # acknowledgement of a small batch costs at least.
+    sync = fio(
+        [
+            "--name=sync", "--rw=write", "--bs=4k", "--size=4G", "--ioengine=psync",
+            "--fallocate=none", "--fdatasync=1", "--runtime=10", "--time_based=0",
+        ],  # fmt: skip
+        workdir,
+    )
+    lat = sync["sync"]["lat_ns"]
+    return {
+        "fio_seq_write_mib_s": seq["write"]["bw_bytes"] / MIB,
+        "fio_fdatasync_per_s": sync["write"]["iops"],
+        "fio_fdatasync_p50_us": lat["percentile"]["50.000000"] / 1000,
+        "fio_fdatasync_p99_us": lat["percentile"]["99.000000"] / 1000,
+    }
+
+
+def iperf3_loopback():
+    port = free_port()
+    server = subprocess.Popen(
+        ["iperf3", "-s", "-1", "-p", str(port), "-B", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, 10, server)
+        out = subprocess.run(
+            ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", "5", "-J"],
+            capture_output=True,
+            check=True,
+            text=True,
+        ).stdout
+        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 8 / 1e6
+    finally:
+        server.kill()
+        server.wait()
+
+
+def machine():
+    mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
+    cpu = next(
+        (l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name")),
+        "?",
+    )
+    disk = subprocess.run(["df", "-h", str(ROOT)], capture_output=True, text=True).stdout.splitlines()[-1]
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(int(mem) / 2**20, 1),
+        "kernel": os.uname().release,
+        "disk": disk,
+        "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+# ---------------------------------------------------------------- report
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, digits=0, unit=""):
+    if x is None:
+        return "–"
+    if abs(x) >= 1e6 and digits == 0:
+        return f"{x / 1e6:.2f}M{unit}"
+    if abs(x) >= 1e4 and digits == 0:
+        return f"{x / 1e3:.0f}k{unit}"
+    return f"{x:.{digits}f}{unit}"
+
+
+def summarize(results, limits, brokers, workloads):
+    """Medians per (broker, workload) over the rounds that succeeded."""
+    s = {}
+    for b in brokers:
+        for w in workloads:
+            runs = [r for r in results.get((b, w), []) if r]
+            if not runs:
+                continue
+            lat = [r["latency"] for r in runs if r.get("latency")]
+            s[(b, w)] = {
+                "rounds": len(runs),
+                "msgs_per_s": med([r["msgs_per_s"] for r in runs]),
+                "mb_per_s": med([r["mb_per_s"] for r in runs]),
+                "cpu_us_per_msg": med([r["cpu_us_per_msg"] for r in runs]),
+                "rss_peak_mib": med([r["rss_peak"] / MIB for r in runs]),
+                "p50_ms": med([l["p50_us"] / 1000 for l in lat]) if lat else None,
+                "p99_ms": med([l["p99_us"] / 1000 for l in lat]) if lat else None,
+                "p999_ms": med([l["p999_us"] / 1000 for l in lat]) if lat else None,
+                "per_round": [r["msgs_per_s"] for r in runs],
+            }
+    return s
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def render(meta, s, idle, limits, brokers, workloads, plots):
+    out = []
+    w = out.append
+    m = meta["machine"]
+    w(f"Measured {meta['date']} with `bench/compare.sh` ({meta['rounds']} rounds, "
+      f"{meta['duration']} s per run, 1 KiB messages, acks=all / durable settings on every broker).")
+    w("")
+    w(f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}; "
+      f"disk `{m['disk']}`; load average before the run {' '.join(m['loadavg_before'])}. "
+      "Client (`wharf-bench`) and broker share the cores.")
+    w("")
+    w("Peers: " + ", ".join(f"{b} ({meta['versions'].get(b, '?')})" for b in brokers) + ".")
+    w("")
+    w("Machine limits in the same sitting (median of rounds):")
+    w("")
+    w("| limit | median | per round |")
+    w("|---|---:|---|")
+    for key, label, d in [
+        ("fio_seq_write_mib_s", "fio sequential buffered write, 1 MiB blocks (MiB/s)", 0),
+        ("fio_fdatasync_per_s", "fio 4 KiB appending write + fdatasync (per s)", 0),
+        ("fio_fdatasync_p50_us", "fio fdatasync latency p50 (µs)", 0),
+        ("fio_fdatasync_p99_us", "fio fdatasync latency p99 (µs)", 0),
+        ("iperf3_loopback_mb_s", "iperf3 loopback (MB/s)", 0),
+    ]:
+        vals = [l[key] for l in limits if key in l]
+        if vals:
+            w(f"| {label} | {med(vals):.{d}f} | {' / '.join(f'{v:.{d}f}' for v in vals)} |")
+    w("")
+    peers = [b for b in brokers if b != "wharf"]
+    for wl in workloads:
+        rows = [b for b in brokers if (b, wl) in s]
+        if not rows:
+            continue
+        w(f"### {wl}")
+        w("")
+        w(f"`wharf-bench {' '.join(workload_args(wl, meta['args']))}`")
+        w("")
+        has_lat = any(s[(b, wl)]["p99_ms"] is not None for b in rows)
+        head = "| broker | msgs/s (median) | per round | MB/s | broker CPU µs/msg | peak RSS MiB |"
+        if has_lat:
+            head += " p50 ms | p99 ms | p99.9 ms |"
+        head += " Wharf/peer msgs/s | Wharf/peer CPU/msg |"
+        w(head)
+        w("|" + "---|" * (head.count("|") - 1))
+        ws = s.get(("wharf", wl))
+        for b in rows:
+            r = s[(b, wl)]
+            line = (f"| {b} | {fmt(r['msgs_per_s'])} | {' / '.join(fmt(x) for x in r['per_round'])} | "
+                    f"{fmt(r['mb_per_s'], 1)} | {fmt(r['cpu_us_per_msg'], 2)} | {fmt(r['rss_peak_mib'], 1)} |")
+            if has_lat:
+                line += f" {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} | {fmt(r['p999_ms'], 2)} |"
+            if b == "wharf" or ws is None:
+                line += " | |"
+            else:
+                tr = ratio(ws["msgs_per_s"], r["msgs_per_s"])
+                cr = ratio(ws["cpu_us_per_msg"], r["cpu_us_per_msg"])
+                line += f" {fmt(tr, 2, '×')} | {fmt(cr, 2, '×')} |"
+            w(line)
+        w("")
+        if wl in plots:
+            w(f"![{wl} latency percentiles]({plots[wl]})")
+            w("")
+    w("### Memory")
+    w("")
+    w("| broker | idle RSS MiB (median) | peak RSS under e2e MiB |")
+    w("|---|---:|---:|")
+    for b in brokers:
+        e = s.get((b, "e2e"))
+        w(f"| {b} | {fmt(med(idle.get(b, [])), 1)} | {fmt(e['rss_peak_mib'] if e else None, 1)} |")
+    w("")
+    w("### Targets")
+    w("")
+    w("| target | measured | met |")
+    w("|---|---|---|")
+    for name, measured, ok in targets(s, idle, limits):
+        w(f"| {name} | {measured} | {'yes' if ok else ('no' if ok is not None else 'not measured')} |")
+    w("")
+    return "\n".join(out)
+
+
+def targets(s, idle, limits):
+    g = lambda b, wl, k: (s.get((b, wl)) or {}).get(k)
+    rows = []
+    e_w, e_js, e_rb = g("wharf", "e2e", "msgs_per_s"), g("jetstream", "e2e", "msgs_per_s"), g("rabbitmq", "e2e", "msgs_per_s")
+    r = ratio(e_w, e_js)
+    rows.append(("e2e ≥ 3× NATS JetStream", fmt(r, 2, "×"), None if r is None else r >= 3))
+    r = ratio(e_w, e_rb)
+    rows.append(("e2e ≥ 10× RabbitMQ durable", fmt(r, 2, "×"), None if r is None else r >= 10))
+    r = ratio(g("wharf", "e2e", "cpu_us_per_msg"), g("jetstream", "e2e", "cpu_us_per_msg"))
+    rows.append(("broker CPU per message (e2e) ≤ ¼ of JetStream's", fmt(r, 2, "×"), None if r is None else r <= 0.25))
+    lw, lr = g("wharf", "latency", "p99_ms"), g("rabbitmq", "latency", "p99_ms")
+    r = ratio(lw, lr)
+    rows.append(("latency p99 at the fixed rate ≤ ½ RabbitMQ's", fmt(r, 2, "×"), None if r is None else r <= 0.5))
+    f99 = med([l.get("fio_fdatasync_p99_us") for l in limits])
+    if lw is not None and f99 is not None:
+        d = lw - f99 / 1000
+        rows.append(("latency p99 within 0.5 ms of fio's fdatasync p99", f"{lw:.2f} ms vs {f99 / 1000:.2f} ms ({d:+.2f} ms)", d <= 0.5))
+    else:
+        rows.append(("latency p99 within 0.5 ms of fio's fdatasync p99", "–", None))
+    r = ratio(g("wharf", "fanout", "msgs_per_s"), g("nats", "fanout", "msgs_per_s"))
+    rows.append(("fanout to 4 groups ≥ core NATS", fmt(r, 2, "×"), None if r is None else r >= 1))
+    iw = med(idle.get("wharf", []))
+    rows.append(("idle RSS ≤ 16 MiB", fmt(iw, 1, " MiB"), None if iw is None else iw <= 16))
+    pw = g("wharf", "e2e", "rss_peak_mib")
+    rows.append(("RSS under e2e ≤ 128 MiB", fmt(pw, 1, " MiB"), None if pw is None else pw <= 128))
+    return rows
+
+
+def update_docs(path, text):
+    begin, end = "<!-- compare:begin -->", "<!-- compare:end -->"
+    doc = path.read_text()
+    if begin not in doc or end not in doc:
+        raise SystemExit(f"{path} has no {begin} ... {end} section to replace")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+
+
+# ---------------------------------------------------------------- main
+
+
+def versions(bins):
+    def first_line(cmd):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            return (r.stdout or r.stderr).strip().splitlines()[0]
+        except Exception:
+            return "?"
+
+    v = {"wharf": first_line([str(bins["wharf"]), "--version"])}
+    if "tansu" in bins:
+        v["tansu"] = first_line([str(bins["tansu"]), "--version"])
+    if "nats-server" in bins:
+        v["jetstream"] = v["nats"] = first_line([str(bins["nats-server"]), "--version"])
+    dpkg = first_line(["dpkg-query", "-W", "-f", "${Version}", "rabbitmq-server"])
+    v["rabbitmq"] = f"rabbitmq-server {dpkg}"
+    return v
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=10)
+    ap.add_argument("--rate", type=int, default=2000, help="latency workload rate (msg/s)")
+    ap.add_argument("--consume-messages", type=int, default=200_000)
+    ap.add_argument("--brokers", default="wharf,tansu,jetstream,nats,rabbitmq")
+    ap.add_argument("--workloads", default="produce,consume,e2e,latency,fanout,partitions")
+    ap.add_argument("--bin", action="append", default=[], metavar="NAME=PATH",
+                    help="wharf, wharf-bench, tansu, nats-server, rabbitmq-server, rabbitmqctl")
+    ap.add_argument("--out", type=Path, help="results directory (default target/compare/<time>)")
+    ap.add_argument("--docs", type=Path, help="replace the compare section of this markdown file")
+    a = ap.parse_args()
+
+    bins = {
+        "wharf": ROOT / "target/release/wharf",
+        "wharf-bench": ROOT / "target/release/wharf-bench",
+        "nats-server": shutil.which("nats-server") or "/usr/sbin/nats-server",
+        "rabbitmq-server": shutil.which("rabbitmq-server") or "/usr/sbin/rabbitmq-server",
+        "rabbitmqctl": shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl",
+    }
+    if shutil.which("tansu"):
+        bins["tansu"] = shutil.which("tansu")
+    for b in a.bin:
+        k, v = b.split("=", 1)
+        bins[k] = v
+    brokers = [b for b in a.brokers.split(",") if b]
+    for b in brokers:
+        if b not in BROKERS:
+            raise SystemExit(f"unknown broker {b}; known: {', '.join(BROKERS)}")
+    need = {"wharf": ["wharf"], "tansu": ["tansu"], "jetstream": ["nats-server"], "nats": ["nats-server"],
+            "rabbitmq": ["rabbitmq-server", "rabbitmqctl"]}
+    for b in brokers:
+        for n in need[b]:
+            if n not in bins or not Path(bins[n]).exists():
+                raise SystemExit(f"{b} needs {n}, which was not found (give --bin {n}=PATH)")
+    workloads = [w for w in a.workloads.split(",") if w]
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    outdir = a.out or ROOT / "target/compare" / stamp
+    outdir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="wharf-compare-", dir=ROOT / "target"))
+    meta = {"date": stamp, "rounds": a.rounds, "duration": a.duration, "args": a, "machine": machine(),
+            "versions": versions(bins)}
+    log(f"results in {outdir}")
+
+    results, idle, limits = {}, {}, []
+    running = []
+
+    def cleanup(*_):
+        for b in running:
+            b.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    signal.signal(signal.SIGTERM, lambda *_: (cleanup(), sys.exit(143)))
+    try:
+        try:
+            mb = iperf3_loopback()
+        except Exception as e:  # iperf3 missing or refused: note it, go on
+            log(f"iperf3: {e}")
+            mb = None
+        for r in range(1, a.rounds + 1):
+            log(f"== round {r}/{a.rounds}: fio")
+            lim = machine_limits(scratch)
+            if mb is not None:
+                lim["iperf3_loopback_mb_s"] = mb
+            limits.append(lim)
+            log(f"   fio: {json.dumps({k: round(v) for k, v in lim.items()})}")
+            # Alternate the order, so no broker always runs first (or on a warmer disk).
+            order = brokers if r % 2 else list(reversed(brokers))
+            for name in order:
+                broker = BROKERS[name](bins, scratch / f"{name}-{r}")
+                log(f"== round {r}/{a.rounds}: {name}")
+                try:
+                    broker.start()
+                except Exception as e:
+                    log(f"   {name} did not start: {e}")
+                    broker.stop()
+                    continue
+                running.append(broker)
+                time.sleep(2)
+                idle.setdefault(name, []).append(rss_bytes(broker.sid) / MIB)
+                for wl in workloads:
+                    if wl not in broker.workloads:
+                        continue
+                    label = f"{name}-{wl}-r{r}"
+                    res = run_workload(bins, broker, wl, a, outdir, label)
+                    results.setdefault((name, wl), []).append(res)
+                    if res:
+                        lat = res["latency"]
+                        log(f"   {wl:<10} {res['msgs_per_s']:>12.0f} msg/s  cpu {res['cpu_us_per_msg'] or 0:7.2f} µs/msg"
+                            f"  rss {res['rss_peak'] / MIB:6.1f} MiB"
+                            + (f"  p99 {lat['p99_us'] / 1000:.2f} ms" if lat else ""))
+                broker.stop()
+                running.remove(broker)
+                shutil.rmtree(broker.workdir, ignore_errors=True)
+    finally:
+        cleanup()
+
+    s = summarize(results, limits, brokers, workloads)
+    # Latency plots: the median round of each broker, one chart per workload.
+    plots = {}
+    for wl in ("latency", "e2e"):
+        reports = []
+        for b in brokers:
+            runs = [r for r in results.get((b, wl), []) if r and r.get("latency")]
+            if runs:
+                runs.sort(key=lambda r: r["latency"]["p99_us"])
+                reports.append(f"{b}={runs[len(runs) // 2]['report']}")
+        if reports:
+            png = outdir / f"{wl}-latency.png"
+            subprocess.run([str(bins["wharf-bench"]), "plot", "--out", str(png),
+                            "--title", f"{wl}: end-to-end latency by percentile (median round)", *reports],
+                           check=False)
+            if png.exists():
+                plots[wl] = png
+    if a.docs:
+        # Plots referenced from the docs live next to them.
+        img = a.docs.parent / "img"
+        img.mkdir(exist_ok=True)
+        for wl, png in list(plots.items()):
+            dest = img / f"compare-{wl}-latency.png"
+            shutil.copy(png, dest)
+            plots[wl] = os.path.relpath(dest, a.docs.parent)
+    text = render(meta, s, idle, limits, brokers, workloads, plots)
+    (outdir / "table.md").write_text(text + "\n")
+    raw = {f"{b}/{w}": v for (b, w), v in results.items()}
+    (outdir / "results.json").write_text(json.dumps(
+        {"meta": {k: v for k, v in meta.items() if k != "args"}, "limits": limits, "idle_rss_mib": idle,
+         "runs": raw}, indent=1, default=str))
+    print(text)
+    if a.docs:
+        update_docs(a.docs, text)
+        log(f"updated {a.docs}")
+
+
+if __name__ == "__main__":
+    main()
