@@ -399,7 +399,8 @@ pub fn fanout(p: &Params<'_>, groups: usize, run_id: &str) -> Result<Outcome> {
 /// timed from the first message received to the last (so the group join is not
 /// counted).
 pub fn consume(p: &Params<'_>, consumers: usize, run_id: &str) -> Result<Outcome> {
-    p.driver.prepare_group(p.topic, &format!("{run_id}-drain"))?;
+    p.driver
+        .prepare_group(p.topic, &format!("{run_id}-drain"))?;
     eprintln!("filling {} ...", p.topic);
     let filled = produce(p, 1)?;
     eprintln!(
