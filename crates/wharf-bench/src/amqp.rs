@@ -1,8 +1,8 @@
 //! The AMQP 0-9-1 driver: `lapin` on the driver's own tokio runtime, for RabbitMQ.
 //!
 //! The mapping:
-//! - a topic is a durable `fanout` exchange named after the topic (partitions do not
-//!   apply);
+//! - a topic is a durable `fanout` exchange named after the topic (partitions and
+//!   keys do not apply: a fanout exchange ignores routing keys);
 //! - a group is a durable queue named after the group, bound to the topic's exchange,
 //!   declared by [`Driver::prepare_group`] (and again, idempotently, by
 //!   [`Driver::consumer`]). Consumers of one group compete for its queue; every group's
@@ -18,10 +18,13 @@
 //!   confirmed without ever reaching the disk (the 2011 announcement of confirms: "a
 //!   persistent message is confirmed when it is persisted to disk or when it is
 //!   consumed on every queue"). A quorum queue (`--amqp-queue-type quorum`) confirms
-//!   once a quorum of its replicas (here: the one node) has written and fsynced the
-//!   message to its Raft log. A nack or a return (mandatory publish that no queue took)
-//!   counts as a failure. `--acks 0` publishes transient messages without confirm
-//!   mode; they count once written to the socket.
+//!   once a quorum of its replicas (here: the one node) has the message in its Raft
+//!   log, and Ra fsyncs that log before acting on an entry (Ra's log design notes:
+//!   "all data needs to be safely persisted and fsync-ed to disk before it can be
+//!   actioned"). A nack or a return (mandatory publish that no queue took) counts as
+//!   a failure. `--acks 0` publishes transient messages without confirm mode; they
+//!   count once written to the socket. `--acks 1` is the same as `all`: AMQP has no
+//!   leader-only acknowledgement.
 //!
 //! Producers keep many publishes in flight: `send` hands the message to lapin (which
 //! queues its frames in order) and returns; a task per message waits for its confirm.
