@@ -254,40 +254,38 @@ class CoreNats(JetStream):
 
 
 class RabbitMQ(Broker):
-    """RabbitMQ with durable classic queues, persistent messages and publisher confirms."""
+    """RabbitMQ with durable classic queues, persistent messages and publisher confirms.
+
+    Debian's scripts in /usr/sbin switch to the rabbitmq user when run as root (losing
+    HOME and the cookie); the ones in /usr/lib/rabbitmq/bin do not. The node is private:
+    its own name, ports, Mnesia, logs, cookie and an empty plugin list (faster boot).
+    SIGTERM to the start script stops the node cleanly."""
 
     name, driver = "rabbitmq", "amqp"
     workloads = ("produce", "consume", "e2e", "latency", "fanout")
-    boot_timeout = 90
-
-    def __init__(self, bins, workdir):
-        super().__init__(bins, workdir)
-        self.dist_port = free_port()
-        self.node = f"wharfbench{os.getpid()}@localhost"
+    boot_timeout = 120
 
     def env(self):
         home = self.workdir / "home"
         home.mkdir(parents=True, exist_ok=True)
         cookie = home / ".erlang.cookie"
         if not cookie.exists():
-            cookie.write_text("WHARFBENCHCOOKIE")
+            cookie.write_text(os.urandom(12).hex())
             cookie.chmod(0o400)
         plugins = self.workdir / "enabled_plugins"
         plugins.write_text("[].\n")
         conf = self.workdir / "rabbitmq.conf"
-        conf.write_text("loopback_users = none\n")
+        conf.write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
         return {
             **os.environ,
             "HOME": str(home),
-            "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODENAME": f"wharfbench-{self.port}@localhost",
             "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_DIST_PORT": str(free_port()),
             "RABBITMQ_MNESIA_BASE": str(self.workdir / "mnesia"),
             "RABBITMQ_LOG_BASE": str(self.workdir / "log"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
-            "RABBITMQ_CONFIG_FILE": str(self.workdir / "rabbitmq"),
-            "RABBITMQ_PID_FILE": str(self.workdir / "rabbitmq.pid"),
+            "RABBITMQ_CONFIG_FILE": str(conf),
         }
 
     def command(self):
@@ -295,28 +293,6 @@ class RabbitMQ(Broker):
 
     def url(self):
         return f"amqp://guest:guest@127.0.0.1:{self.port}/%2f"
-
-    def wait_ready(self):
-        wait_port(self.port, self.boot_timeout, self.proc)
-        subprocess.run(
-            [str(self.bins["rabbitmqctl"]), "-n", self.node, "await_startup", "--timeout", "60"],
-            env=self.env(),
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=90,
-        )
-
-    def stop(self):
-        if self.proc is not None:
-            subprocess.run(
-                [str(self.bins["rabbitmqctl"]), "-n", self.node, "stop"],
-                env=self.env(),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=60,
-            )
-        super().stop()
 
 
 BROKERS = {b.name: b for b in (Wharf, Tansu, JetStream, CoreNats, RabbitMQ)}
@@ -644,7 +620,7 @@ def main():
     ap.add_argument("--brokers", default="wharf,tansu,jetstream,nats,rabbitmq")
     ap.add_argument("--workloads", default="produce,consume,e2e,latency,fanout,partitions")
     ap.add_argument("--bin", action="append", default=[], metavar="NAME=PATH",
-                    help="wharf, wharf-bench, tansu, nats-server, rabbitmq-server, rabbitmqctl")
+                    help="wharf, wharf-bench, tansu, nats-server, rabbitmq-server")
     ap.add_argument("--out", type=Path, help="results directory (default target/compare/<time>)")
     ap.add_argument("--docs", type=Path, help="replace the compare section of this markdown file")
     a = ap.parse_args()
@@ -653,8 +629,7 @@ def main():
         "wharf": ROOT / "target/release/wharf",
         "wharf-bench": ROOT / "target/release/wharf-bench",
         "nats-server": shutil.which("nats-server") or "/usr/sbin/nats-server",
-        "rabbitmq-server": shutil.which("rabbitmq-server") or "/usr/sbin/rabbitmq-server",
-        "rabbitmqctl": shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl",
+        "rabbitmq-server": "/usr/lib/rabbitmq/bin/rabbitmq-server",
     }
     if shutil.which("tansu"):
         bins["tansu"] = shutil.which("tansu")
@@ -666,7 +641,7 @@ def main():
         if b not in BROKERS:
             raise SystemExit(f"unknown broker {b}; known: {', '.join(BROKERS)}")
     need = {"wharf": ["wharf"], "tansu": ["tansu"], "jetstream": ["nats-server"], "nats": ["nats-server"],
-            "rabbitmq": ["rabbitmq-server", "rabbitmqctl"]}
+            "rabbitmq": ["rabbitmq-server"]}
     for b in brokers:
         for n in need[b]:
             if n not in bins or not Path(bins[n]).exists():
@@ -683,10 +658,15 @@ def main():
 
     results, idle, limits = {}, {}, []
     running = []
+    # RabbitMQ starts Erlang's port mapper (epmd) as a daemon outside its session.
+    epmd_was_running = subprocess.run(["pgrep", "-x", "epmd"], capture_output=True).returncode == 0
 
     def cleanup(*_):
         for b in running:
             b.stop()
+        running.clear()
+        if not epmd_was_running and shutil.which("epmd"):
+            subprocess.run(["epmd", "-kill"], capture_output=True)
         shutil.rmtree(scratch, ignore_errors=True)
 
     signal.signal(signal.SIGTERM, lambda *_: (cleanup(), sys.exit(143)))

@@ -1,6 +1,7 @@
 //! `wharf-bench`: a load generator for Wharf and any broker speaking the same client
 //! protocols. It never links the broker: it only talks to it over the network.
 
+mod amqp;
 mod driver;
 mod kafka;
 mod plot;
@@ -37,12 +38,22 @@ struct Cli {
 
 #[derive(Debug, Args, Serialize)]
 struct Global {
-    /// Client protocol to speak. Only Kafka (librdkafka) for now.
+    /// Client protocol to speak: Kafka (librdkafka) or AMQP 0-9-1 (lapin, for RabbitMQ).
     #[arg(long, value_enum, default_value_t = DriverKind::Kafka, global = true)]
     driver: DriverKind,
-    /// Kafka bootstrap servers (host:port[,host:port...]).
-    #[arg(long, default_value = "127.0.0.1:9092", global = true)]
-    brokers: String,
+    /// Where the broker is. Kafka: bootstrap servers (host:port[,host:port...]), by
+    /// default 127.0.0.1:9092. AMQP: a URL, by default
+    /// amqp://guest:guest@127.0.0.1:5672/%2f (%2f is the vhost "/").
+    #[arg(long, global = true)]
+    brokers: Option<String>,
+    /// AMQP: the type of the groups' queues. classic: durable, persistent messages
+    /// confirmed once the message store wrote them; quorum: confirmed once fsynced to
+    /// the queue's Raft log.
+    #[arg(long, value_enum, default_value_t = amqp::QueueType::Classic, global = true)]
+    amqp_queue_type: amqp::QueueType,
+    /// AMQP: unacked deliveries the broker may push to each consumer (basic.qos).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    amqp_prefetch: u16,
     /// Also write the results, parameters and machine as JSON to FILE.
     #[arg(long, value_name = "FILE", global = true)]
     json: Option<PathBuf>,
@@ -63,6 +74,17 @@ struct Global {
 #[serde(rename_all = "lowercase")]
 enum DriverKind {
     Kafka,
+    Amqp,
+}
+
+impl Global {
+    fn brokers(&self) -> &str {
+        match (&self.brokers, self.driver) {
+            (Some(b), _) => b,
+            (None, DriverKind::Kafka) => "127.0.0.1:9092",
+            (None, DriverKind::Amqp) => "amqp://guest:guest@127.0.0.1:5672/%2f",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +193,7 @@ struct ProducerArgs {
     acks: String,
     /// Producer linger before a batch is sent, in ms (librdkafka linger.ms). Default 5,
     /// except 0 for `latency`, where waiting to fill a batch would be measured too.
+    /// Kafka only, like --batch-size and --compression.
     #[arg(long)]
     linger_ms: Option<u64>,
     /// Largest producer batch in bytes (librdkafka batch.size).
@@ -227,7 +250,17 @@ fn run(cli: Cli) -> Result<()> {
         extra.push((k.to_owned(), v.to_owned()));
     }
     let driver: Box<dyn Driver> = match cli.global.driver {
-        DriverKind::Kafka => Box::new(kafka::KafkaDriver::new(cli.global.brokers.clone(), extra)),
+        DriverKind::Kafka => Box::new(kafka::KafkaDriver::new(
+            cli.global.brokers().to_owned(),
+            extra,
+        )),
+        DriverKind::Amqp => Box::new(amqp::AmqpDriver::new(
+            cli.global.brokers().to_owned(),
+            amqp::AmqpOpts {
+                queue_type: cli.global.amqp_queue_type,
+                prefetch: cli.global.amqp_prefetch,
+            },
+        )?),
     };
     let (name, run, producer) = match &cli.workload {
         Workload::Produce { run, producer, .. } => ("produce", run, producer),
@@ -268,7 +301,7 @@ fn run(cli: Cli) -> Result<()> {
     eprintln!(
         "{name}: topic {topic} ({} partitions) on {} ({})",
         partitions,
-        cli.global.brokers,
+        cli.global.brokers(),
         driver.name()
     );
 
@@ -320,6 +353,15 @@ fn run(cli: Cli) -> Result<()> {
         Workload::Plot { .. } => unreachable!("handled above"),
     };
     let mut params_json = serde_json::json!({ "run": run, "producer": producer });
+    if let (DriverKind::Amqp, Some(all)) = (cli.global.driver, params_json.as_object_mut()) {
+        all.insert(
+            "amqp".to_owned(),
+            serde_json::json!({
+                "queue_type": cli.global.amqp_queue_type,
+                "prefetch": cli.global.amqp_prefetch,
+            }),
+        );
+    }
     if let (Some(all), serde_json::Value::Object(extra)) = (params_json.as_object_mut(), extra) {
         all.extend(extra);
     }

@@ -127,7 +127,7 @@ impl Report {
         Report {
             workload,
             driver: format!("{:?}", global.driver).to_lowercase(),
-            brokers: global.brokers.clone(),
+            brokers: global.brokers().to_owned(),
             topic: topic.to_owned(),
             started_at,
             params,
@@ -243,10 +243,7 @@ pub fn spawn_progress(
                     });
                     bar.set_message(line);
                 }
-                None => eprintln!(
-                    "{workload} {:>6.1}s  {line}",
-                    start.elapsed().as_secs_f64()
-                ),
+                None => eprintln!("{workload} {:>6.1}s  {line}", start.elapsed().as_secs_f64()),
             }
         }
         if let Some(bar) = bar {

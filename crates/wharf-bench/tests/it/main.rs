@@ -5,6 +5,8 @@
 //! broker), so it is found at `$WHARF_BIN`, or `target/debug/wharf` in the workspace;
 //! `scripts/test` builds it before running the tests.
 
+mod amqp;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
