@@ -3,6 +3,7 @@
 
 mod driver;
 mod kafka;
+mod nats;
 mod report;
 mod workload;
 
@@ -36,12 +37,15 @@ struct Cli {
 
 #[derive(Debug, Args, Serialize)]
 struct Global {
-    /// Client protocol to speak. Only Kafka (librdkafka) for now.
+    /// Client protocol to speak: kafka (librdkafka), jetstream (NATS JetStream: a
+    /// file-stored stream per topic, a durable pull consumer per group) or nats (core
+    /// NATS: no retention, so no `consume`; for e2e, latency and fanout).
     #[arg(long, value_enum, default_value_t = DriverKind::Kafka, global = true)]
     driver: DriverKind,
-    /// Kafka bootstrap servers (host:port[,host:port...]).
-    #[arg(long, default_value = "127.0.0.1:9092", global = true)]
-    brokers: String,
+    /// Where the broker is: Kafka bootstrap servers (host:port[,host:port...]), or for
+    /// jetstream and nats a NATS URL (default then nats://127.0.0.1:4222).
+    #[arg(long, global = true)]
+    brokers: Option<String>,
     /// Also write the results, parameters and machine as JSON to FILE.
     #[arg(long, value_name = "FILE", global = true)]
     json: Option<PathBuf>,
@@ -49,15 +53,29 @@ struct Global {
     #[arg(long, global = true)]
     keep: bool,
     /// A librdkafka property for every client (producers, consumers, admin), e.g.
-    /// `-X fetch.wait.max.ms=100`. Repeatable; applied after wharf-bench's own.
+    /// `-X fetch.wait.max.ms=100`. Repeatable; applied after wharf-bench's own. Kafka
+    /// only.
     #[arg(short = 'X', value_name = "KEY=VALUE", global = true)]
     property: Vec<String>,
+}
+
+impl Global {
+    /// `--brokers`, or the driver's default address.
+    fn brokers(&self) -> String {
+        match (&self.brokers, self.driver) {
+            (Some(b), _) => b.clone(),
+            (None, DriverKind::Kafka) => "127.0.0.1:9092".to_owned(),
+            (None, DriverKind::Jetstream | DriverKind::Nats) => "nats://127.0.0.1:4222".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum DriverKind {
     Kafka,
+    Jetstream,
+    Nats,
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,7 +138,7 @@ struct RunArgs {
     /// Payload size in bytes (at least 8: the send timestamp).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(8..=100_000_000))]
     size: u64,
-    /// Partitions of the topic created for the run.
+    /// Partitions of the topic created for the run (Kafka; NATS subjects have none).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=100_000))]
     partitions: i32,
     /// Stop after this many messages (all producers together).
@@ -137,11 +155,14 @@ struct RunArgs {
 
 #[derive(Debug, Clone, Args, Serialize)]
 struct ProducerArgs {
-    /// Acknowledgements: all (durable), 1 (leader) or 0 (none).
+    /// Acknowledgements: all (durable), 1 (leader) or 0 (none). JetStream: all and 1 wait
+    /// for the PubAck (stored, not fsynced), 0 counts what a connection flush confirms
+    /// the server received; core NATS always the latter.
     #[arg(long, default_value = "all", value_parser = ["all", "1", "0"])]
     acks: String,
     /// Producer linger before a batch is sent, in ms (librdkafka linger.ms). Default 5,
     /// except 0 for `latency`, where waiting to fill a batch would be measured too.
+    /// Kafka only, like --batch-size, --compression and --keys.
     #[arg(long)]
     linger_ms: Option<u64>,
     /// Largest producer batch in bytes (librdkafka batch.size).
@@ -189,8 +210,17 @@ fn run(cli: Cli) -> Result<()> {
             .with_context(|| format!("-X {prop}: expected KEY=VALUE"))?;
         extra.push((k.to_owned(), v.to_owned()));
     }
+    if !extra.is_empty() && !matches!(cli.global.driver, DriverKind::Kafka) {
+        bail!("-X sets librdkafka properties: only for --driver kafka");
+    }
+    let brokers = cli.global.brokers();
     let driver: Box<dyn Driver> = match cli.global.driver {
-        DriverKind::Kafka => Box::new(kafka::KafkaDriver::new(cli.global.brokers.clone(), extra)),
+        DriverKind::Kafka => Box::new(kafka::KafkaDriver::new(brokers.clone(), extra)),
+        DriverKind::Jetstream => Box::new(nats::NatsDriver::new(
+            brokers.clone(),
+            nats::Flavor::JetStream,
+        )?),
+        DriverKind::Nats => Box::new(nats::NatsDriver::new(brokers.clone(), nats::Flavor::Core)?),
     };
     let (name, run, producer) = match &cli.workload {
         Workload::Produce { run, producer, .. } => ("produce", run, producer),
@@ -220,7 +250,7 @@ fn run(cli: Cli) -> Result<()> {
     eprintln!(
         "{name}: topic {topic} ({} partitions) on {} ({})",
         run.partitions,
-        cli.global.brokers,
+        brokers,
         driver.name()
     );
 

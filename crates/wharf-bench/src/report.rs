@@ -103,7 +103,7 @@ impl Report {
         Report {
             workload,
             driver: format!("{:?}", global.driver).to_lowercase(),
-            brokers: global.brokers.clone(),
+            brokers: global.brokers(),
             topic: topic.to_owned(),
             started_at,
             params,

@@ -399,7 +399,15 @@ pub fn fanout(p: &Params<'_>, groups: usize, run_id: &str) -> Result<Outcome> {
 /// timed from the first message received to the last (so the group join is not
 /// counted).
 pub fn consume(p: &Params<'_>, consumers: usize, run_id: &str) -> Result<Outcome> {
-    p.driver.prepare_group(p.topic, &format!("{run_id}-drain"))?;
+    if !p.driver.retains() {
+        bail!(
+            "consume needs a broker that keeps messages until a consumer reads them; the {} \
+             driver does not (use e2e or fanout, or a durable driver)",
+            p.driver.name()
+        );
+    }
+    p.driver
+        .prepare_group(p.topic, &format!("{run_id}-drain"))?;
     eprintln!("filling {} ...", p.topic);
     let filled = produce(p, 1)?;
     eprintln!(
