@@ -8,8 +8,9 @@
 #   nats_stop [STORE_DIR]        stops the server started by nats_start (NATS_PID, or the
 #                                pid recorded in STORE_DIR/nats-server.pid) and waits for it.
 #
-# Needs Debian's nats-server package (apt-get install -y nats-server); JetStream's file
-# store then syncs to disk every 2 minutes (sync_interval), like a default deployment.
+# Needs Debian's nats-server package (apt-get install -y nats-server). Its JetStream file
+# store fsyncs on a timer, as a default deployment does (every 60 s in 2.9; 2.10 and later
+# have sync_interval, default 2 minutes): a PubAck means stored, not fsynced.
 
 nats_bin() {
     command -v nats-server 2>/dev/null || { [[ -x /usr/sbin/nats-server ]] && echo /usr/sbin/nats-server; }
@@ -25,7 +26,9 @@ nats_start() {
     echo "$NATS_PID" >"$store/nats-server.pid"
     local i
     for i in $(seq 1 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        # Our server's own "ready" too, so another process on the port does not count.
+        if grep -q "Server is ready" "$store/nats-server.log" &&
+            (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "nats-server (pid $NATS_PID) on $NATS_URL, store $store" >&2
             return 0
         fi

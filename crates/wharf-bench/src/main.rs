@@ -42,8 +42,9 @@ struct Global {
     /// NATS: no retention, so no `consume`; for e2e, latency and fanout).
     #[arg(long, value_enum, default_value_t = DriverKind::Kafka, global = true)]
     driver: DriverKind,
-    /// Where the broker is: Kafka bootstrap servers (host:port[,host:port...]), or for
-    /// jetstream and nats a NATS URL (default then nats://127.0.0.1:4222).
+    /// Where the broker is: Kafka bootstrap servers (host:port[,host:port...]; default
+    /// 127.0.0.1:9092), or for jetstream and nats a NATS URL (default
+    /// nats://127.0.0.1:4222).
     #[arg(long, global = true)]
     brokers: Option<String>,
     /// Also write the results, parameters and machine as JSON to FILE.

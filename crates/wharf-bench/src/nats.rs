@@ -9,9 +9,9 @@
 //!
 //! What "acknowledged" means here:
 //! - JetStream, `--acks all`/`1`: a PubAck, sent by the server once it stored the
-//!   message in the stream (its file store writes it, but fsyncs only every
-//!   `sync_interval`, 2 minutes by default: a PubAck is not a durability promise
-//!   against a power loss).
+//!   message in the stream: its file store wrote it to the OS, but fsyncs on a timer
+//!   (every 60 s in nats-server 2.9, not configurable there; `sync_interval`, 2
+//!   minutes by default, from 2.10). A PubAck is no promise against a power loss.
 //! - Core NATS, and JetStream with `--acks 0`: the server received the message; counted
 //!   when a connection flush (PING/PONG) queued after it returns.
 //!
@@ -632,8 +632,8 @@ impl Consumer for JsConsumer {
                 .flush()
                 .await
                 .map_err(|e| anyhow!("flushing acknowledgements: {e}"))?;
-            // ...but it applies them to the consumer asynchronously: read the floor
-            // until it stops moving.
+            // ...but it applies them to the consumer later (2.9 queues acks to the
+            // consumer's own goroutine): read the floor until it stops moving.
             let mut last = None;
             for _ in 0..100 {
                 let info = self
