@@ -46,8 +46,10 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(5);
 const FLUSHES_QUEUED: usize = 64;
 /// Messages a subscription buffers in the client before it drops them (a slow
 /// consumer). The default, 64 Ki, is easy to reach when the producer outruns a debug
-/// build's consumer; dropped messages fail the run (see [`Trouble`]).
-const SUBSCRIPTION_CAPACITY: usize = 1 << 20;
+/// build's consumer; dropped messages fail the run (see [`Trouble`]). The client reads
+/// the socket whatever the backlog, so this, times the message size, is also the
+/// memory a lagging consumer may take (256 MiB at the default 1 KiB).
+const SUBSCRIPTION_CAPACITY: usize = 1 << 18;
 /// Messages a JetStream pull consumer asks for at once (and may hold unacknowledged).
 const PULL_BATCH: usize = 1000;
 /// At most this many messages per `poll` call, so callers check their stop condition.
@@ -138,9 +140,12 @@ impl Trouble {
             | Event::Disconnected
             | Event::ServerError(_)
             | Event::ClientError(_) => {
-                eprintln!("nats: {event}");
                 let mut first = self.first.lock().unwrap_or_else(|e| e.into_inner());
-                first.get_or_insert_with(|| event.to_string());
+                if first.is_none() {
+                    // Once, not for every message dropped.
+                    eprintln!("nats: {event}");
+                    *first = Some(event.to_string());
+                }
             }
             Event::Connected | Event::LameDuckMode | Event::Draining | Event::Closed => {}
         }
