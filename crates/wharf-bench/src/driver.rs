@@ -3,8 +3,8 @@
 //! A workload (produce, consume, e2e, latency, fanout) only talks to a [`Driver`]: it
 //! creates and deletes a topic, opens producers that count acknowledged messages into
 //! [`Acks`], and consumers that hand each received payload to a closure. The Kafka
-//! driver (librdkafka) is the first; NATS JetStream, AMQP 0-9-1 and Wharf's HTTP queue
-//! API fit behind the same three traits.
+//! driver (librdkafka) is the first; NATS JetStream and core NATS (`nats.rs`) follow, and
+//! AMQP 0-9-1 and Wharf's HTTP queue API fit behind the same three traits.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -43,6 +43,13 @@ impl Acks {
         self.messages.fetch_add(1, Ordering::Release);
     }
 
+    /// `messages` messages of `bytes` bytes in all, acknowledged at once (a NATS
+    /// connection flush covers every publish queued before it).
+    pub fn ok_many(&self, messages: u64, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.messages.fetch_add(messages, Ordering::Release);
+    }
+
     pub fn fail(&self, error: String) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
@@ -60,6 +67,12 @@ pub trait Driver: Send + Sync {
     fn name(&self) -> &'static str;
     /// Creates `topic` with `partitions` partitions (drivers without partitions ignore it).
     fn create_topic(&self, topic: &str, partitions: i32) -> Result<()>;
+    /// Whether the broker keeps messages for a group that has no consumer yet. `consume`
+    /// fills the topic before its consumers exist, so it needs this; core NATS, which
+    /// only delivers to subscriptions that exist when a message arrives, does not.
+    fn retains(&self) -> bool {
+        true
+    }
     /// Deletes `topic` and its data.
     fn delete_topic(&self, topic: &str) -> Result<()>;
     /// A producer to `topic`; every message the broker acknowledges is counted in `acks`.

@@ -4,6 +4,7 @@
 mod amqp;
 mod driver;
 mod kafka;
+mod nats;
 mod plot;
 mod report;
 mod workload;
@@ -38,12 +39,16 @@ struct Cli {
 
 #[derive(Debug, Args, Serialize)]
 struct Global {
-    /// Client protocol to speak: Kafka (librdkafka) or AMQP 0-9-1 (lapin, for RabbitMQ).
+    /// Client protocol to speak: kafka (librdkafka), amqp (AMQP 0-9-1 through lapin, for
+    /// RabbitMQ), jetstream (NATS JetStream: a file-stored stream per topic, a durable
+    /// pull consumer per group) or nats (core NATS: no retention, so no `consume`; for
+    /// e2e, latency and fanout).
     #[arg(long, value_enum, default_value_t = DriverKind::Kafka, global = true)]
     driver: DriverKind,
     /// Where the broker is. Kafka: bootstrap servers (host:port[,host:port...]), by
     /// default 127.0.0.1:9092. AMQP: a URL, by default
-    /// amqp://guest:guest@127.0.0.1:5672/%2f (%2f is the vhost "/").
+    /// amqp://guest:guest@127.0.0.1:5672/%2f (%2f is the vhost "/"). jetstream and
+    /// nats: a NATS URL, by default nats://127.0.0.1:4222.
     #[arg(long, global = true)]
     brokers: Option<String>,
     /// AMQP: the type of the groups' queues. classic: durable, persistent messages
@@ -65,7 +70,8 @@ struct Global {
     #[arg(long, global = true)]
     keep: bool,
     /// A librdkafka property for every client (producers, consumers, admin), e.g.
-    /// `-X fetch.wait.max.ms=100`. Repeatable; applied after wharf-bench's own.
+    /// `-X fetch.wait.max.ms=100`. Repeatable; applied after wharf-bench's own. Kafka
+    /// only.
     #[arg(short = 'X', value_name = "KEY=VALUE", global = true)]
     property: Vec<String>,
 }
@@ -75,14 +81,18 @@ struct Global {
 enum DriverKind {
     Kafka,
     Amqp,
+    Jetstream,
+    Nats,
 }
 
 impl Global {
+    /// `--brokers`, or the driver's default address.
     fn brokers(&self) -> &str {
         match (&self.brokers, self.driver) {
             (Some(b), _) => b,
             (None, DriverKind::Kafka) => "127.0.0.1:9092",
             (None, DriverKind::Amqp) => "amqp://guest:guest@127.0.0.1:5672/%2f",
+            (None, DriverKind::Jetstream | DriverKind::Nats) => "nats://127.0.0.1:4222",
         }
     }
 }
@@ -172,6 +182,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(8..=100_000_000))]
     size: u64,
     /// Partitions of the topic created for the run (default 1; 1000 for `partitions`).
+    /// Kafka only: NATS subjects and AMQP exchanges have none.
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=100_000))]
     partitions: Option<i32>,
     /// Stop after this many messages (all producers together).
@@ -188,12 +199,14 @@ struct RunArgs {
 
 #[derive(Debug, Clone, Args, Serialize)]
 struct ProducerArgs {
-    /// Acknowledgements: all (durable), 1 (leader) or 0 (none).
+    /// Acknowledgements: all (durable), 1 (leader) or 0 (none). JetStream: all and 1 wait
+    /// for the PubAck (stored, not fsynced), 0 counts what a connection flush confirms
+    /// the server received; core NATS always the latter.
     #[arg(long, default_value = "all", value_parser = ["all", "1", "0"])]
     acks: String,
     /// Producer linger before a batch is sent, in ms (librdkafka linger.ms). Default 5,
     /// except 0 for `latency`, where waiting to fill a batch would be measured too.
-    /// Kafka only, like --batch-size and --compression.
+    /// Kafka only, like --batch-size, --compression and --keys.
     #[arg(long)]
     linger_ms: Option<u64>,
     /// Largest producer batch in bytes (librdkafka batch.size).
@@ -249,6 +262,9 @@ fn run(cli: Cli) -> Result<()> {
             .with_context(|| format!("-X {prop}: expected KEY=VALUE"))?;
         extra.push((k.to_owned(), v.to_owned()));
     }
+    if !extra.is_empty() && !matches!(cli.global.driver, DriverKind::Kafka) {
+        bail!("-X sets librdkafka properties: only for --driver kafka");
+    }
     let driver: Box<dyn Driver> = match cli.global.driver {
         DriverKind::Kafka => Box::new(kafka::KafkaDriver::new(
             cli.global.brokers().to_owned(),
@@ -260,6 +276,14 @@ fn run(cli: Cli) -> Result<()> {
                 queue_type: cli.global.amqp_queue_type,
                 prefetch: cli.global.amqp_prefetch,
             },
+        )?),
+        DriverKind::Jetstream => Box::new(nats::NatsDriver::new(
+            cli.global.brokers().to_owned(),
+            nats::Flavor::JetStream,
+        )?),
+        DriverKind::Nats => Box::new(nats::NatsDriver::new(
+            cli.global.brokers().to_owned(),
+            nats::Flavor::Core,
         )?),
     };
     let (name, run, producer) = match &cli.workload {

@@ -420,6 +420,13 @@ pub fn fanout(p: &Params<'_>, groups: usize, run_id: &str) -> Result<Outcome> {
 /// timed from the first message received to the last (so the group join is not
 /// counted).
 pub fn consume(p: &Params<'_>, consumers: usize, run_id: &str) -> Result<Outcome> {
+    if !p.driver.retains() {
+        bail!(
+            "consume needs a broker that keeps messages until a consumer reads them; the {} \
+             driver does not (use e2e or fanout, or a durable driver)",
+            p.driver.name()
+        );
+    }
     p.driver
         .prepare_group(p.topic, &format!("{run_id}-drain"))?;
     eprintln!("filling {} ...", p.topic);

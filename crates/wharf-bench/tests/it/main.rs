@@ -3,7 +3,10 @@
 //!
 //! The broker binary is not a dependency of this crate (wharf-bench never links the
 //! broker), so it is found at `$WHARF_BIN`, or `target/debug/wharf` in the workspace;
-//! `scripts/test` builds it before running the tests.
+//! `scripts/test` builds it before running the tests. The NATS drivers' tests run a
+//! real `nats-server` instead (module `nats`).
+
+mod nats;
 
 mod amqp;
 
