@@ -27,8 +27,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 use wharf_log::{
-    AppendInfo, AppendOutcome, AppendWithError, DirLock, FlushPolicy, LogError, ReadResult,
-    SharedLog,
+    AppendInfo, AppendOutcome, AppendWithError, DirLock, FlushPolicy, LogError, LogStats,
+    ReadResult, SharedLog,
 };
 
 use crate::error::{CoreError, IoContext, Result};
@@ -280,6 +280,24 @@ where
         })?
 }
 
+/// A produce whose batches are written, on its way to disk: see
+/// [`Broker::produce_start`].
+#[must_use = "a produce is acknowledged only once durable() returns"]
+pub struct PendingProduce {
+    task: tokio::task::JoinHandle<Result<AppendOutcome>>,
+}
+
+impl PendingProduce {
+    /// Waits until the batches are durable (under `FlushPolicy::Always`; at once
+    /// otherwise) and returns where they are.
+    pub async fn durable(self) -> Result<AppendOutcome> {
+        self.task.await.map_err(|e| CoreError::Internal {
+            what: "appending",
+            reason: e.to_string(),
+        })?
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -474,27 +492,59 @@ impl Broker {
         &self,
         topic: &str,
         partition: u32,
-        mut batches: Vec<u8>,
+        batches: Vec<u8>,
     ) -> Result<AppendOutcome> {
+        self.produce_start(topic, partition, batches)
+            .await?
+            .durable()
+            .await
+    }
+
+    /// [`Broker::produce`] in two steps: this returns once the batches are written and
+    /// have their offsets (or were refused), and [`PendingProduce::durable`] once they
+    /// are on disk. A caller that must keep requests in order (a Kafka connection) can
+    /// start the next produce in between, so that consecutive requests share a sync.
+    /// The sync and the high-watermark update go ahead even if `durable` is never
+    /// awaited (a client that disconnects).
+    pub async fn produce_start(
+        &self,
+        topic: &str,
+        partition: u32,
+        mut batches: Vec<u8>,
+    ) -> Result<PendingProduce> {
         self.check_open()?;
         let p = self.shared.partition(topic, partition)?;
+        let (written_tx, written_rx) = tokio::sync::oneshot::channel::<()>();
         // Publishing inside the blocking task means waiters are woken even if the caller
-        // stops waiting (a client disconnects) once the append has started.
-        run_blocking("appending", move || {
-            let outcome =
-                p.producers
-                    .append(&p.log, &mut batches, now_ms())
-                    .map_err(|e| match e {
-                        AppendWithError::Log(e) => p.err(e),
-                        AppendWithError::Rejected(e) => p.sequence_err(e),
-                    })?;
+        // stops waiting once the append has started.
+        let task = tokio::task::spawn_blocking(move || {
+            let outcome = p
+                .producers
+                .append(&p.log, &mut batches, now_ms(), move |_| {
+                    let _ = written_tx.send(());
+                })
+                .map_err(|e| match e {
+                    AppendWithError::Log(e) => p.err(e),
+                    AppendWithError::Rejected(e) => p.sequence_err(e),
+                })?;
             p.publish_high_watermark();
             if p.producers.snapshot_due() {
                 p.snapshot_producers(false);
             }
             Ok(outcome)
-        })
-        .await
+        });
+        let pending = PendingProduce { task };
+        match written_rx.await {
+            Ok(()) => Ok(pending),
+            // Refused (or failed) before anything was written: the task's error.
+            Err(_) => match pending.durable().await {
+                Err(e) => Err(e),
+                Ok(outcome) => Err(CoreError::Internal {
+                    what: "appending",
+                    reason: format!("append ended without being written: {outcome:?}"),
+                }),
+            },
+        }
     }
 
     /// Kafka `InitProducerId` for an idempotent producer. `producer_id` and
@@ -633,6 +683,12 @@ impl Broker {
         partition: u32,
     ) -> Result<watch::Receiver<u64>> {
         Ok(self.shared.partition(topic, partition)?.hw.subscribe())
+    }
+
+    /// Appends and fdatasync rounds of a partition's log since it was opened: how well
+    /// group commit shares syncs (appends per sync).
+    pub fn log_stats(&self, topic: &str, partition: u32) -> Result<LogStats> {
+        Ok(self.shared.partition(topic, partition)?.log.stats())
     }
 
     /// Waits until the partition's high watermark is above `offset` or `timeout` passes,

@@ -18,7 +18,7 @@ pub mod registry;
 mod topic;
 
 pub use broker::{
-    Broker, BrokerConfig, PartitionOffsets, DEFAULT_PRODUCER_ID_EXPIRATION,
+    Broker, BrokerConfig, PartitionOffsets, PendingProduce, DEFAULT_PRODUCER_ID_EXPIRATION,
     DEFAULT_PRODUCER_SNAPSHOT_INTERVAL_BYTES, DEFAULT_RETENTION_CHECK_INTERVAL, TOPICS_DIR,
 };
 pub use error::{CoreError, Result};
@@ -30,4 +30,4 @@ pub use topic::{
     MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, MIN_SEGMENT_BYTES, RETENTION_BYTES, RETENTION_MS,
     SEGMENT_BYTES, TOPIC_CONFIG_KEYS,
 };
-pub use wharf_log::{AppendInfo, AppendOutcome, FlushPolicy, ReadResult};
+pub use wharf_log::{AppendInfo, AppendOutcome, FlushPolicy, LogStats, ReadResult};

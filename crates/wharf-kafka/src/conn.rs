@@ -1,15 +1,29 @@
-//! One client connection: read a frame, answer it, repeat.
+//! One client connection: read a frame, answer it, repeat; answers leave in request
+//! order.
+//!
+//! Produce requests are pipelined: once a produce request's batches are written (in
+//! arrival order), the connection reads and starts the next request while the first
+//! waits for its fsync, so a client with several produce requests in flight (librdkafka
+//! sends up to `max.in.flight`) gets them covered by shared fsyncs (group commit)
+//! instead of one fsync each, one after the other. Any other request first waits until
+//! every earlier answer is sent, then runs alone, as on a Kafka broker.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 use wharf_core::Broker;
 
-use crate::api::{self, Reply};
+use crate::api::{self, Reply, Started};
 use crate::frame::{read_frame, FrameError};
 use crate::KafkaConfig;
 
@@ -44,6 +58,63 @@ pub enum ConnError {
     },
     #[error("writing to the socket: {0}")]
     Write(#[from] std::io::Error),
+    #[error("a produce task failed: {0}")]
+    Task(String),
+}
+
+/// Produce requests a connection may have written and waiting for their fsync before it
+/// stops reading (and so, through TCP, slows the client down). librdkafka's idempotent
+/// producers keep at most 5 in flight; others may send more.
+pub const MAX_PRODUCES_IN_FLIGHT: usize = 32;
+
+type Reader = BufReader<OwnedReadHalf>;
+type ReadOutcome = (Reader, Result<Option<Bytes>, FrameError>);
+
+/// Reads the next frame, handing the reader back: a future that owns its reader, so
+/// waiting for answers meanwhile never cancels a read halfway through a frame.
+async fn next_frame(mut rd: Reader, max: u32) -> ReadOutcome {
+    let frame = read_frame(&mut rd, max).await;
+    (rd, frame)
+}
+
+/// What a connection waits for between requests.
+enum Next {
+    Answer(Result<Reply, ConnError>),
+    Frame(ReadOutcome),
+    Stop,
+}
+
+/// The oldest answer in flight (pending forever when there is none).
+async fn oldest(
+    in_flight: &mut VecDeque<JoinHandle<Result<Reply, ConnError>>>,
+) -> Result<Reply, ConnError> {
+    match in_flight.front_mut() {
+        Some(task) => task
+            .await
+            .unwrap_or_else(|e| Err(ConnError::Task(e.to_string()))),
+        None => std::future::pending().await,
+    }
+}
+
+async fn send(wr: &mut OwnedWriteHalf, reply: Reply) -> Result<(), ConnError> {
+    match reply {
+        Reply::Send(bytes) => wr.write_all(&bytes).await?,
+        Reply::None => {}
+    }
+    Ok(())
+}
+
+/// Sends every answer in flight, in order.
+async fn drain(
+    wr: &mut OwnedWriteHalf,
+    in_flight: &mut VecDeque<JoinHandle<Result<Reply, ConnError>>>,
+) -> Result<(), ConnError> {
+    while !in_flight.is_empty() {
+        let reply = oldest(in_flight).await;
+        in_flight.pop_front();
+        send(wr, reply?).await?;
+    }
+    Ok(())
 }
 
 /// Whether the request is a JoinGroup or SyncGroup, which may wait for a whole
@@ -70,28 +141,61 @@ pub async fn run(
         ..Ctx::clone(&ctx)
     });
     let (rd, mut wr) = stream.into_split();
-    let mut rd = BufReader::new(rd);
+    let max = ctx.config.max_request_bytes;
+    let mut reading: Pin<Box<dyn Future<Output = ReadOutcome> + Send>> =
+        Box::pin(next_frame(BufReader::new(rd), max));
+    let mut in_flight: VecDeque<JoinHandle<Result<Reply, ConnError>>> = VecDeque::new();
     let result: Result<(), ConnError> = async {
         loop {
-            let frame = tokio::select! {
-                f = read_frame(&mut rd, ctx.config.max_request_bytes) => f?,
-                _ = stop.wait_for(|s| *s) => return Ok(()),
+            let next = tokio::select! {
+                biased;
+                reply = oldest(&mut in_flight), if !in_flight.is_empty() => Next::Answer(reply),
+                read = &mut reading => Next::Frame(read),
+                _ = stop.wait_for(|s| *s) => Next::Stop,
             };
-            let Some(frame) = frame else { return Ok(()) };
-            // A request in hand is finished even during a stop (bounded by the
-            // listener's drain timeout), so a produce that reached the log is answered;
-            // only a waiting fetch, which changes nothing, is dropped at once.
-            let waits = api::only_waits(&frame) || parks(&frame);
-            let handling = api::handle(&ctx, frame);
-            tokio::pin!(handling);
-            let reply = tokio::select! {
-                reply = &mut handling => reply?,
-                _ = stop.wait_for(|s| *s), if waits => return Ok(()),
+            let (rd, frame) = match next {
+                Next::Answer(reply) => {
+                    in_flight.pop_front();
+                    send(&mut wr, reply?).await?;
+                    continue;
+                }
+                Next::Frame(read) => read,
+                // Produces already written are answered; nothing new is started.
+                Next::Stop => return drain(&mut wr, &mut in_flight).await,
             };
-            match reply {
-                Reply::Send(bytes) => wr.write_all(&bytes).await?,
-                Reply::None => {}
+            let Some(frame) = frame? else {
+                return drain(&mut wr, &mut in_flight).await;
+            };
+            if api::pipelines(&frame) {
+                // Written in arrival order; the answer waits for the fsync meanwhile.
+                match api::start(&ctx, frame).await? {
+                    Started::Pending(answer) => in_flight.push_back(tokio::spawn(answer)),
+                    Started::Done(reply) => {
+                        drain(&mut wr, &mut in_flight).await?;
+                        send(&mut wr, reply).await?;
+                    }
+                }
+                while in_flight.len() >= MAX_PRODUCES_IN_FLIGHT {
+                    let reply = oldest(&mut in_flight).await;
+                    in_flight.pop_front();
+                    send(&mut wr, reply?).await?;
+                }
+            } else {
+                // Anything else runs alone, after every earlier answer is sent.
+                drain(&mut wr, &mut in_flight).await?;
+                // A request in hand is finished even during a stop (bounded by the
+                // listener's drain timeout), so a produce that reached the log is
+                // answered; only a waiting fetch, which changes nothing, is dropped at once.
+                let waits = api::only_waits(&frame) || parks(&frame);
+                let handling = api::handle(&ctx, frame);
+                tokio::pin!(handling);
+                let reply = tokio::select! {
+                    reply = &mut handling => reply?,
+                    _ = stop.wait_for(|s| *s), if waits => return Ok(()),
+                };
+                send(&mut wr, reply).await?;
             }
+            reading = Box::pin(next_frame(rd, max));
         }
     }
     .await;

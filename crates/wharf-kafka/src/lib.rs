@@ -2,9 +2,11 @@
 //!
 //! A [`KafkaListener`] accepts TCP connections and runs one task per connection. Each
 //! task reads size-prefixed request frames, decodes them with the `kafka-protocol`
-//! crate, calls [`wharf_core::Broker`] and writes the encoded response back. Requests on
-//! one connection are handled one at a time, so responses leave in request order (as
-//! Kafka brokers do: a connection is muted while its request is in flight).
+//! crate, calls [`wharf_core::Broker`] and writes the encoded response back. Responses
+//! leave in request order. Requests on one connection run one at a time (as Kafka
+//! brokers do: a connection is muted while its request is in flight), except that
+//! consecutive Produce requests overlap their fsync waits: each is written, in order,
+//! before the next starts, and answered once durable (see `conn`).
 //!
 //! ```text
 //! request frame:   +--------+---------+---------+----------------+--------+------+

@@ -166,6 +166,29 @@ impl SharedLog {
         A: FnOnce(&[CheckedBatch], u64) -> Result<Admission, E>,
         C: FnOnce(&[CheckedBatch], &AppendInfo),
     {
+        self.append_staged(batches, now_ms, admit, appended, |_| {})
+    }
+
+    /// [`SharedLog::append_with`] with a third hook, `written(outcome)`, run once the
+    /// batches have their offsets and are written (or found duplicate), after the log's
+    /// lock is released and before the wait for durability. A caller that serves
+    /// requests in order (a Kafka connection with several produce requests in flight)
+    /// moves on to the next request from there, so consecutive requests share one
+    /// fdatasync instead of each waiting for its own: the order of the writes is the
+    /// order of the requests, and each is still answered only once durable.
+    pub fn append_staged<E, A, C, W>(
+        &self,
+        batches: &mut [u8],
+        now_ms: i64,
+        admit: A,
+        appended: C,
+        written: W,
+    ) -> Result<AppendOutcome, AppendWithError<E>>
+    where
+        A: FnOnce(&[CheckedBatch], u64) -> Result<Admission, E>,
+        C: FnOnce(&[CheckedBatch], &AppendInfo),
+        W: FnOnce(&AppendOutcome),
+    {
         // CRC-32C over the whole request runs before the lock, so concurrent appenders
         // check their batches in parallel.
         let checked = crate::log::check_batches(batches).map_err(AppendWithError::Log)?;
@@ -209,6 +232,7 @@ impl SharedLog {
             };
             (outcome, log.config().flush, log.generation())
         };
+        written(&outcome);
         if policy == FlushPolicy::Always {
             self.wait_durable(outcome.info.last_offset + 1, generation)
                 .map_err(AppendWithError::Log)?;

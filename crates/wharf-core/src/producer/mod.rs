@@ -74,12 +74,15 @@ impl PartitionProducers {
         })
     }
 
-    /// Appends through the sequence check; see the module docs.
+    /// Appends through the sequence check; see the module docs. `written` runs once the
+    /// batches are written (or found duplicate), before the wait for durability (see
+    /// `SharedLog::append_staged`).
     pub(crate) fn append(
         &self,
         log: &SharedLog,
         batches: &mut [u8],
         now_ms: i64,
+        written: impl FnOnce(&AppendOutcome),
     ) -> std::result::Result<AppendOutcome, AppendWithError<SequenceError>> {
         let admit = |checked: &[wharf_log::CheckedBatch], next: u64| {
             Ok(match lock(&self.states).admit(checked, next)? {
@@ -98,7 +101,7 @@ impl PartitionProducers {
             self.since_snapshot
                 .fetch_add(info.bytes as u64, Ordering::Relaxed);
         };
-        log.append_with(batches, now_ms, admit, appended)
+        log.append_staged(batches, now_ms, admit, appended, written)
     }
 
     /// Whether enough was appended since the last snapshot to write another.

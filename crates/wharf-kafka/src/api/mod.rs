@@ -113,8 +113,36 @@ pub enum Reply {
     None,
 }
 
+/// Whether `frame` is a Produce request: the one request a connection may start while
+/// earlier ones are still waiting for their answers (see [`start`]).
+pub fn pipelines(frame: &Bytes) -> bool {
+    frame.len() >= 2 && i16::from_be_bytes([frame[0], frame[1]]) == ApiKey::Produce as i16
+}
+
+/// A request that [`start`] began.
+pub enum Started {
+    /// Answered.
+    Done(Reply),
+    /// A produce whose batches are written, its answer waiting for them to be durable.
+    Pending(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, ConnError>> + Send>>),
+}
+
 /// Decodes one request frame, runs it and encodes the response.
-pub async fn handle(ctx: &Ctx, mut frame: Bytes) -> Result<Reply, ConnError> {
+pub async fn handle(ctx: &Ctx, frame: Bytes) -> Result<Reply, ConnError> {
+    match start(ctx, frame).await? {
+        Started::Done(reply) => Ok(reply),
+        Started::Pending(answer) => answer.await,
+    }
+}
+
+/// Decodes one request frame and runs it: to the end, except a Produce, which returns
+/// once its batches are written (in order), with the rest of its work pending.
+pub async fn start(ctx: &Ctx, mut frame: Bytes) -> Result<Started, ConnError> {
+    start_inner(ctx, &mut frame).await
+}
+
+async fn start_inner(ctx: &Ctx, frame: &mut Bytes) -> Result<Started, ConnError> {
+    let frame = &mut *frame;
     // The frame holds at least these 8 bytes (checked by `read_frame`).
     let mut fixed = frame.slice(0..8);
     let key = fixed.get_i16();
@@ -125,26 +153,27 @@ pub async fn handle(ctx: &Ctx, mut frame: Bytes) -> Result<Reply, ConnError> {
             api_key = key,
             version, "unknown API key: answering UNSUPPORTED_VERSION"
         );
-        return Ok(Reply::Send(bare_error(
+        return Ok(Started::Done(Reply::Send(bare_error(
             correlation_id,
             ResponseError::UnsupportedVersion,
-        )));
+        ))));
     };
     if !supported(api_key, version) {
         debug!(api = ?api_key, version, "unsupported API version: answering UNSUPPORTED_VERSION");
         if api_key == ApiKey::ApiVersions {
             // KIP-511: a v0 response the client can always read, with our ranges.
             let resp = api_versions::response(ResponseError::UnsupportedVersion.code());
-            return encode(ApiKey::ApiVersions, 0, correlation_id, &resp).map(Reply::Send);
+            return encode(ApiKey::ApiVersions, 0, correlation_id, &resp)
+                .map(|b| Started::Done(Reply::Send(b)));
         }
-        return Ok(Reply::Send(bare_error(
+        return Ok(Started::Done(Reply::Send(bare_error(
             correlation_id,
             ResponseError::UnsupportedVersion,
-        )));
+        ))));
     }
     let name = api_name(api_key);
     let started = std::time::Instant::now();
-    let _done = Finished {
+    let done = Finished {
         api: name,
         version,
         correlation_id,
@@ -155,38 +184,43 @@ pub async fn handle(ctx: &Ctx, mut frame: Bytes) -> Result<Reply, ConnError> {
         version,
         reason: e.to_string(),
     };
-    let _header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+    let header = RequestHeader::decode(frame, api_key.request_header_version(version))
         .map_err(decode_err)?;
 
     macro_rules! call {
         ($req:ty, $module:ident) => {{
-            let req = <$req>::decode(&mut frame, version).map_err(decode_err)?;
+            let req = <$req>::decode(frame, version).map_err(decode_err)?;
             let resp = $module::handle(ctx, req, version).await;
             encode(api_key, version, correlation_id, &resp).map(Reply::Send)
         }};
     }
 
-    match api_key {
+    let reply = match api_key {
         ApiKey::ApiVersions => {
-            let _req = ApiVersionsRequest::decode(&mut frame, version).map_err(decode_err)?;
+            let _req = ApiVersionsRequest::decode(frame, version).map_err(decode_err)?;
             let resp = api_versions::response(0);
             encode(api_key, version, correlation_id, &resp).map(Reply::Send)
         }
         ApiKey::Produce => {
-            let req = ProduceRequest::decode(&mut frame, version).map_err(decode_err)?;
-            match produce::handle(ctx, req, version).await {
-                Some(resp) => encode(api_key, version, correlation_id, &resp).map(Reply::Send),
-                None => Ok(Reply::None),
-            }
+            let req = ProduceRequest::decode(frame, version).map_err(decode_err)?;
+            let answer = produce::start(ctx, req, version).await;
+            return Ok(Started::Pending(Box::pin(async move {
+                let reply = match answer.await {
+                    Some(resp) => encode(api_key, version, correlation_id, &resp).map(Reply::Send),
+                    None => Ok(Reply::None),
+                };
+                drop(done);
+                reply
+            })));
         }
         ApiKey::Fetch => call!(FetchRequest, fetch),
         ApiKey::ListOffsets => call!(ListOffsetsRequest, list_offsets),
         ApiKey::Metadata => call!(MetadataRequest, metadata),
         ApiKey::FindCoordinator => call!(FindCoordinatorRequest, find_coordinator),
         ApiKey::JoinGroup => {
-            let req = JoinGroupRequest::decode(&mut frame, version).map_err(decode_err)?;
+            let req = JoinGroupRequest::decode(frame, version).map_err(decode_err)?;
             // The member's client id (DescribeGroups shows it) is the header's.
-            let client_id = _header.client_id.as_ref();
+            let client_id = header.client_id.as_ref();
             let resp = join_group::handle(ctx, req, version, client_id).await;
             encode(api_key, version, correlation_id, &resp).map(Reply::Send)
         }
@@ -216,7 +250,9 @@ pub async fn handle(ctx: &Ctx, mut frame: Bytes) -> Result<Reply, ConnError> {
             correlation_id,
             ResponseError::UnsupportedVersion,
         ))),
-    }
+    };
+    drop(done);
+    reply.map(Started::Done)
 }
 
 /// Logs (at debug) each request when its handling ends.

@@ -1,8 +1,13 @@
-//! Produce: every partition's batches go to `Broker::append` as sent (no decoding, no
-//! re-encoding). Under the default flush policy `append` returns once the batches are
+//! Produce: every partition's batches go to the broker as sent (no decoding, no
+//! re-encoding). Under the default flush policy the answer waits until the batches are
 //! durable, which is what acks=all (-1) asks for; acks=1 gets the same answer, and
 //! acks=0 gets no response at all. The partitions of one request are appended
 //! concurrently, so they share fsyncs instead of waiting for each other's.
+//!
+//! A request runs in two steps ([`start`]): the batches are written, in the order the
+//! connection's requests arrive, then the answer waits for durability. The connection
+//! reads and starts its next produce request in between, so requests in flight on one
+//! connection share fsyncs too (group commit) rather than each paying its own.
 
 use std::sync::Arc;
 
@@ -11,7 +16,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use tokio::task::JoinHandle;
 use tracing::debug;
-use wharf_core::Broker;
+use wharf_core::{Broker, CoreError, PendingProduce};
 
 use super::metadata::lookup_or_create;
 use super::str_bytes;
@@ -21,10 +26,27 @@ use crate::errors;
 /// A partition's answer: ready, or an append in flight.
 enum Pending {
     Done(PartitionProduceResponse),
-    Appending(i32, JoinHandle<PartitionProduceResponse>),
+    Appending(
+        i32,
+        JoinHandle<Result<PendingProduce, PartitionProduceResponse>>,
+    ),
 }
 
-pub async fn handle(ctx: &Ctx, req: ProduceRequest, _version: i16) -> Option<ProduceResponse> {
+/// A partition whose batches are written, waiting to be durable.
+enum Written {
+    Done(PartitionProduceResponse),
+    Durable(i32, PendingProduce),
+}
+
+/// Runs a Produce request up to the point where every partition's batches are written
+/// (offsets assigned, in the order requests arrive), and returns what waits for them to
+/// be durable and builds the answer (`None` for acks=0). A connection starts its next
+/// produce request once this returns, so requests in flight share fsyncs.
+pub async fn start(
+    ctx: &Ctx,
+    req: ProduceRequest,
+    _version: i16,
+) -> impl std::future::Future<Output = Option<ProduceResponse>> + Send + 'static {
     let acks = req.acks;
     let refused = if !matches!(acks, -1..=1) {
         Some(ResponseError::InvalidRequiredAcks.code())
@@ -70,58 +92,97 @@ pub async fn handle(ctx: &Ctx, req: ProduceRequest, _version: i16) -> Option<Pro
                 ),
             });
         }
-        topics.push((topic.name, partitions));
+        topics.push((topic.name, name, partitions));
     }
-    let mut responses = Vec::with_capacity(topics.len());
-    for (name, pending) in topics {
+    // Every partition written (the partitions of one request concurrently).
+    let mut written = Vec::with_capacity(topics.len());
+    for (name, topic, pending) in topics {
         let mut partitions = Vec::with_capacity(pending.len());
         for p in pending {
             partitions.push(match p {
-                Pending::Done(r) => r,
-                Pending::Appending(index, task) => task.await.unwrap_or_else(|e| {
-                    PartitionProduceResponse::default()
-                        .with_index(index)
-                        .with_error_code(ResponseError::UnknownServerError.code())
-                        .with_base_offset(-1)
-                        .with_error_message(Some(str_bytes(format!("append task failed: {e}"))))
-                }),
+                Pending::Done(r) => Written::Done(r),
+                Pending::Appending(index, task) => match task.await {
+                    Ok(Ok(pending)) => Written::Durable(index, pending),
+                    Ok(Err(refused)) => Written::Done(refused),
+                    Err(e) => Written::Done(task_failed(index, &e)),
+                },
             });
         }
-        responses.push(
-            TopicProduceResponse::default()
-                .with_name(name)
-                .with_partition_responses(partitions),
-        );
+        written.push((name, topic, partitions));
     }
-    if acks == 0 {
-        return None;
+    let broker = Arc::clone(&ctx.broker);
+    async move {
+        let mut responses = Vec::with_capacity(written.len());
+        for (name, topic, partitions) in written {
+            let mut answers = Vec::with_capacity(partitions.len());
+            for p in partitions {
+                answers.push(match p {
+                    Written::Done(r) => r,
+                    Written::Durable(index, pending) => {
+                        answer(&broker, &topic, index, pending.durable().await)
+                    }
+                });
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(answers),
+            );
+        }
+        (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
     }
-    Some(ProduceResponse::default().with_responses(responses))
 }
 
+fn task_failed(index: i32, e: &tokio::task::JoinError) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(ResponseError::UnknownServerError.code())
+        .with_base_offset(-1)
+        .with_error_message(Some(str_bytes(format!("append task failed: {e}"))))
+}
+
+/// Writes one partition's batches; the refusal, if any, is its answer.
 async fn append(
     broker: Arc<Broker>,
     topic: String,
     partition: u32,
     index: i32,
     records: Vec<u8>,
+) -> Result<PendingProduce, PartitionProduceResponse> {
+    broker
+        .produce_start(&topic, partition, records)
+        .await
+        .map_err(|e| refusal(&topic, index, &e))
+}
+
+fn refusal(topic: &str, index: i32, e: &CoreError) -> PartitionProduceResponse {
+    debug!(%topic, partition = index, error = %e, "produce refused");
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(errors::code(e))
+        .with_base_offset(-1)
+        .with_error_message(Some(str_bytes(e.to_string())))
+}
+
+/// A partition's answer once its batches are durable (or failed to be).
+fn answer(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    outcome: wharf_core::Result<wharf_core::AppendOutcome>,
 ) -> PartitionProduceResponse {
-    let resp = PartitionProduceResponse::default().with_index(index);
-    match broker.append(&topic, partition, records).await {
-        Ok(info) => {
-            let start = broker
-                .offsets(&topic, partition)
-                .map(|o| o.log_start_offset as i64)
-                .unwrap_or(-1);
-            resp.with_base_offset(info.base_offset as i64)
+    match outcome {
+        Ok(outcome) => {
+            let start = u32::try_from(index)
+                .ok()
+                .and_then(|p| broker.offsets(topic, p).ok())
+                .map_or(-1, |o| o.log_start_offset as i64);
+            PartitionProduceResponse::default()
+                .with_index(index)
+                .with_base_offset(outcome.info.base_offset as i64)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(start)
         }
-        Err(e) => {
-            debug!(%topic, partition, error = %e, "produce refused");
-            resp.with_error_code(errors::code(&e))
-                .with_base_offset(-1)
-                .with_error_message(Some(str_bytes(e.to_string())))
-        }
+        Err(e) => refusal(topic, index, &e),
     }
 }

@@ -101,6 +101,14 @@ pub struct Client {
 impl Client {
     /// Sends `req` at `version` and returns its correlation id.
     pub async fn send<R: Request>(&mut self, req: &R, version: i16) -> i32 {
+        let (correlation_id, frame) = self.encode(req, version);
+        self.write_all(&frame).await;
+        correlation_id
+    }
+
+    /// The frame (size prefix included) for `req` at `version`, with the next
+    /// correlation id, without sending it.
+    pub fn encode<R: Request>(&mut self, req: &R, version: i16) -> (i32, Vec<u8>) {
         let correlation_id = self.next_correlation;
         self.next_correlation += 1;
         let header = RequestHeader::default()
@@ -113,8 +121,15 @@ impl Client {
             .encode(&mut body, R::header_version(version))
             .unwrap();
         req.encode(&mut body, version).unwrap();
-        self.send_raw(&body).await;
-        correlation_id
+        let mut frame = Vec::with_capacity(body.len() + 4);
+        frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
+        frame.extend_from_slice(&body);
+        (correlation_id, frame)
+    }
+
+    /// Writes bytes as they are (whole frames, several at once).
+    pub async fn write_all(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
     }
 
     /// Writes `body` with its size prefix.
