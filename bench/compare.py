@@ -208,8 +208,20 @@ class Wharf(Broker):
         return {**os.environ, "RUST_LOG": "warn"}
 
 
+class WharfNoSync(Wharf):
+    """Wharf with --flush never: the same broker without its fdatasync, to tell the
+    disk's share of latency and CPU from the rest (not a durable configuration)."""
+
+    name = "wharf-nosync"
+    workloads = ("e2e", "latency")
+
+    def command(self):
+        return super().command() + ["--flush", "never"]
+
+
 class Tansu(Broker):
-    """tansu (a Kafka-compatible broker in Rust), storing in SQLite in its data dir."""
+    """tansu (a Kafka-compatible broker in Rust) on its SQLite (libSQL) storage engine, a
+    file in its data dir, with its default settings."""
 
     name, driver = "tansu", "kafka"
     workloads = ("produce", "consume", "e2e", "latency", "fanout", "partitions")
@@ -219,7 +231,8 @@ class Tansu(Broker):
             str(self.bins["tansu"]), "broker",
             "--kafka-listener-url", f"tcp://127.0.0.1:{self.port}",
             "--kafka-advertised-listener-url", f"tcp://127.0.0.1:{self.port}",
-            "--storage-engine", f"sqlite://{self.workdir}/tansu.db",
+            # A path relative to the working directory (the broker runs in its workdir).
+            "--storage-engine", "sqlite://tansu.db",
         ]  # fmt: skip
 
     def env(self):
@@ -244,10 +257,11 @@ class JetStream(Broker):
 
 
 class CoreNats(JetStream):
-    """Core NATS: no storage, no acknowledgements (the fan-out reference)."""
+    """Core NATS: no storage, no acknowledgements (the fan-out reference, and the floor
+    for latency on this machine: a message through a broker with no disk at all)."""
 
     name, driver = "nats", "nats"
-    workloads = ("fanout",)
+    workloads = ("latency", "fanout")
 
     def command(self):
         return [str(self.bins["nats-server"]), "-a", "127.0.0.1", "-p", str(self.port)]
@@ -295,7 +309,7 @@ class RabbitMQ(Broker):
         return f"amqp://guest:guest@127.0.0.1:{self.port}/%2f"
 
 
-BROKERS = {b.name: b for b in (Wharf, Tansu, JetStream, CoreNats, RabbitMQ)}
+BROKERS = {b.name: b for b in (Wharf, WharfNoSync, Tansu, JetStream, CoreNats, RabbitMQ)}
 
 
 # ---------------------------------------------------------------- workloads
@@ -397,14 +411,17 @@ def iperf3_loopback():
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_port(port, 10, server)
-        out = subprocess.run(
-            ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", "5", "-J"],
-            capture_output=True,
-            check=True,
-            text=True,
-        ).stdout
-        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 8 / 1e6
+        # No probe connection first: the one-off server (-1) would count it as its test.
+        for _ in range(20):
+            time.sleep(0.25)
+            r = subprocess.run(
+                ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", "5", "-J"],
+                capture_output=True,
+                text=True,
+            )
+            if r.returncode == 0:
+                return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 8 / 1e6
+        raise RuntimeError(f"iperf3 client failed: {r.stdout[-300:]} {r.stderr[-300:]}")
     finally:
         server.kill()
         server.wait()
@@ -635,12 +652,12 @@ def main():
         bins["tansu"] = shutil.which("tansu")
     for b in a.bin:
         k, v = b.split("=", 1)
-        bins[k] = v
+        bins[k] = str(Path(v).resolve())
     brokers = [b for b in a.brokers.split(",") if b]
     for b in brokers:
         if b not in BROKERS:
             raise SystemExit(f"unknown broker {b}; known: {', '.join(BROKERS)}")
-    need = {"wharf": ["wharf"], "tansu": ["tansu"], "jetstream": ["nats-server"], "nats": ["nats-server"],
+    need = {"wharf": ["wharf"], "wharf-nosync": ["wharf"], "tansu": ["tansu"], "jetstream": ["nats-server"], "nats": ["nats-server"],
             "rabbitmq": ["rabbitmq-server"]}
     for b in brokers:
         for n in need[b]:
@@ -710,6 +727,7 @@ def main():
                             + (f"  p99 {lat['p99_us'] / 1000:.2f} ms" if lat else ""))
                 broker.stop()
                 running.remove(broker)
+                shutil.copy(broker.workdir / "broker.log", outdir / f"{name}-r{r}-broker.log")
                 shutil.rmtree(broker.workdir, ignore_errors=True)
     finally:
         cleanup()

@@ -5,9 +5,10 @@
 #
 # 1. Installs what is missing: Debian's nats-server (JetStream and core NATS),
 #    rabbitmq-server, fio, iperf3 and fonts-dejavu-core (the plots' font); tansu (a
-#    Kafka-compatible broker in Rust) with `cargo install --locked` into
-#    target/peers/tansu (about 15 minutes the first time; set WHARF_COMPARE_NO_TANSU=1
-#    to leave it out).
+#    Kafka-compatible broker in Rust) with `cargo install --locked --features libsql`
+#    into target/peers/tansu, for its SQLite storage engine, the one that keeps data in
+#    a local file as Wharf does (about 20 minutes the first time; set
+#    WHARF_COMPARE_NO_TANSU=1 to leave it out).
 # 2. Builds wharf and wharf-bench in release mode.
 # 3. Runs bench/compare.py: every broker in turn (one at a time, started afresh each
 #    round on a loopback port, in a scratch directory under target/), every workload,
@@ -43,7 +44,8 @@ if [[ "${WHARF_COMPARE_NO_TANSU:-}" == 1 ]]; then
 else
     if [[ ! -x "$tansu" ]]; then
         echo "== cargo install tansu $tansu_version (once; takes a while)" >&2
-        cargo install --locked --quiet --version "$tansu_version" --root target/peers/tansu tansu
+        cargo install --locked --quiet --version "$tansu_version" --features libsql \
+            --root target/peers/tansu tansu
     fi
     bin_args+=(--bin "tansu=$tansu")
 fi

@@ -618,10 +618,13 @@ impl Broker {
     ) -> Result<ReadResult> {
         self.check_open()?;
         let p = self.shared.partition(topic, partition)?;
-        run_blocking("reading", move || {
-            p.log.read(offset, max_bytes).map_err(|e| p.err(e))
-        })
-        .await
+        let plan = p.log.plan_read(offset, max_bytes).map_err(|e| p.err(e))?;
+        if plan.is_hot() {
+            // The last few MiB just written: in the page cache, read in microseconds, so
+            // a consumer keeping up is not handed to another thread and back.
+            return plan.execute().map_err(|e| p.err(e));
+        }
+        run_blocking("reading", move || plan.execute().map_err(|e| p.err(e))).await
     }
 
     /// Moves the partition's log start offset up to `offset` (Kafka `DeleteRecords`),

@@ -19,7 +19,6 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 use wharf_core::Broker;
 
@@ -58,8 +57,6 @@ pub enum ConnError {
     },
     #[error("writing to the socket: {0}")]
     Write(#[from] std::io::Error),
-    #[error("a produce task failed: {0}")]
-    Task(String),
 }
 
 /// Produce requests a connection may have written and waiting for their fsync before it
@@ -84,14 +81,14 @@ enum Next {
     Stop,
 }
 
+/// A produce answer in flight. Only the oldest is polled: the work it waits for (the
+/// append's task on the blocking pool) goes on by itself, and answers leave in order.
+type Answer = Pin<Box<dyn Future<Output = Result<Reply, ConnError>> + Send>>;
+
 /// The oldest answer in flight (pending forever when there is none).
-async fn oldest(
-    in_flight: &mut VecDeque<JoinHandle<Result<Reply, ConnError>>>,
-) -> Result<Reply, ConnError> {
+async fn oldest(in_flight: &mut VecDeque<Answer>) -> Result<Reply, ConnError> {
     match in_flight.front_mut() {
-        Some(task) => task
-            .await
-            .unwrap_or_else(|e| Err(ConnError::Task(e.to_string()))),
+        Some(answer) => answer.await,
         None => std::future::pending().await,
     }
 }
@@ -105,10 +102,7 @@ async fn send(wr: &mut OwnedWriteHalf, reply: Reply) -> Result<(), ConnError> {
 }
 
 /// Sends every answer in flight, in order.
-async fn drain(
-    wr: &mut OwnedWriteHalf,
-    in_flight: &mut VecDeque<JoinHandle<Result<Reply, ConnError>>>,
-) -> Result<(), ConnError> {
+async fn drain(wr: &mut OwnedWriteHalf, in_flight: &mut VecDeque<Answer>) -> Result<(), ConnError> {
     while !in_flight.is_empty() {
         let reply = oldest(in_flight).await;
         in_flight.pop_front();
@@ -144,7 +138,7 @@ pub async fn run(
     let max = ctx.config.max_request_bytes;
     let mut reading: Pin<Box<dyn Future<Output = ReadOutcome> + Send>> =
         Box::pin(next_frame(BufReader::new(rd), max));
-    let mut in_flight: VecDeque<JoinHandle<Result<Reply, ConnError>>> = VecDeque::new();
+    let mut in_flight: VecDeque<Answer> = VecDeque::new();
     let result: Result<(), ConnError> = async {
         loop {
             let next = tokio::select! {
@@ -169,7 +163,7 @@ pub async fn run(
             if api::pipelines(&frame) {
                 // Written in arrival order; the answer waits for the fsync meanwhile.
                 match api::start(&ctx, frame).await? {
-                    Started::Pending(answer) => in_flight.push_back(tokio::spawn(answer)),
+                    Started::Pending(answer) => in_flight.push_back(answer),
                     Started::Done(reply) => {
                         drain(&mut wr, &mut in_flight).await?;
                         send(&mut wr, reply).await?;

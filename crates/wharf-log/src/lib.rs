@@ -32,6 +32,7 @@ pub use config::{
 pub use error::{LogError, Result};
 pub use lock::DirLock;
 pub use log::{
-    check_batches, AppendInfo, CheckedBatch, Log, ReadResult, RecoveryReport, RetentionReport,
+    check_batches, AppendInfo, CheckedBatch, Log, ReadPlan, ReadResult, RecoveryReport,
+    RetentionReport, HOT_READ_BYTES,
 };
 pub use shared::{Admission, AppendOutcome, AppendWithError, LogStats, SharedLog};

@@ -64,7 +64,8 @@ pub struct RecoveryReport {
 }
 
 /// Work for a read, planned under the log's lock and carried out without it.
-pub(crate) struct ReadPlan {
+/// A read planned under the log's lock, to run without it ([`ReadPlan::execute`]).
+pub struct ReadPlan {
     offset: u64,
     max_bytes: usize,
     parts: Vec<ReadPart>,
@@ -79,12 +80,31 @@ struct ReadPart {
     scan_offset: u64,
     /// Bytes of this segment that may be read (the high watermark in the active one).
     limit: u64,
+    /// The part is in the active (last) segment.
+    active: bool,
 }
 
+/// How close to the end of the log a read must start to count as hot
+/// ([`ReadPlan::is_hot`]): data written this recently is in the page cache unless the
+/// machine is short of memory.
+pub const HOT_READ_BYTES: u64 = 4 << 20;
+
 impl ReadPlan {
+    /// Whether the read touches nothing, or only the last [`HOT_READ_BYTES`] below the
+    /// high watermark of the active segment: bytes just written, so in the page cache,
+    /// and read in microseconds. A caller on an async runtime can run such a read in
+    /// place rather than hand it to a thread that may block on the disk.
+    pub fn is_hot(&self) -> bool {
+        match &self.parts[..] {
+            [] => true,
+            [part] => part.active && part.limit.saturating_sub(part.scan_pos) <= HOT_READ_BYTES,
+            _ => false,
+        }
+    }
+
     /// Reads the planned bytes. Segments below their limit are immutable, so this needs
     /// no lock.
-    pub(crate) fn execute(mut self) -> Result<ReadResult> {
+    pub fn execute(mut self) -> Result<ReadResult> {
         let mut out: Vec<u8> = Vec::new();
         let mut offset = self.offset;
         'parts: for part in &self.parts {
@@ -558,7 +578,7 @@ impl Log {
 
     /// Plans a read of whole batches from the one holding `offset`, at most `max_bytes`
     /// (but at least one batch), below the high watermark.
-    pub(crate) fn plan_read(&self, offset: u64, max_bytes: usize) -> Result<ReadPlan> {
+    pub fn plan_read(&self, offset: u64, max_bytes: usize) -> Result<ReadPlan> {
         let log_end = self.log_end_offset();
         if offset < self.log_start || offset > log_end {
             return Err(LogError::OffsetOutOfRange {
@@ -601,6 +621,7 @@ impl Log {
                     scan_pos,
                     scan_offset,
                     limit,
+                    active: i == last,
                 });
             }
         }

@@ -16,9 +16,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::log::CheckedBatch;
 use crate::{
-    AppendInfo, FlushPolicy, Log, LogConfig, LogError, ReadResult, RecoveryReport, Result,
-    RetentionReport,
+    AppendInfo, FlushPolicy, Log, LogConfig, LogError, ReadPlan, ReadResult, RecoveryReport,
+    Result, RetentionReport,
 };
+
+/// An fdatasync slower than this is logged (at warn).
+const SLOW_SYNC: std::time::Duration = std::time::Duration::from_millis(50);
 
 struct SyncState {
     /// Mirror of the log's high watermark and generation, for waiters.
@@ -290,6 +293,7 @@ impl SharedLog {
         if !files.is_empty() {
             self.syncs.fetch_add(1, Ordering::Relaxed);
         }
+        let started = std::time::Instant::now();
         for (file, path) in &files {
             if let Err(source) = file.sync_data() {
                 let err = LogError::Io {
@@ -303,6 +307,16 @@ impl SharedLog {
                 return Err(err);
             }
         }
+        let elapsed = started.elapsed();
+        if elapsed >= SLOW_SYNC {
+            // Every acknowledgement waiting on this sync waited this long: worth a line.
+            tracing::warn!(
+                dir = %self.dir.display(),
+                files = files.len(),
+                elapsed_ms = elapsed.as_millis() as u64,
+                "slow fdatasync"
+            );
+        }
         let mut log = self.log();
         log.mark_durable(offset, pos, generation, files.len());
         self.publish(&log);
@@ -315,6 +329,12 @@ impl SharedLog {
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadResult> {
         let plan = self.log().plan_read(offset, max_bytes)?;
         plan.execute()
+    }
+
+    /// Plans a [`SharedLog::read`] under the lock, to execute later without it (and,
+    /// when [`ReadPlan::is_hot`], without leaving an async task's thread).
+    pub fn plan_read(&self, offset: u64, max_bytes: usize) -> Result<ReadPlan> {
+        self.log().plan_read(offset, max_bytes)
     }
 
     /// The first offset of the first batch whose max timestamp is at or after `ts`.

@@ -12,7 +12,6 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -96,20 +95,23 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest, version: i16) -> FetchResponse
     }
 }
 
-/// Waits until one of the watches changes (true) or the deadline passes (false).
-async fn wait_for_any(watches: Vec<watch::Receiver<u64>>, deadline: Instant) -> bool {
-    let mut set = JoinSet::new();
-    for mut rx in watches {
-        set.spawn(async move {
-            // An error means the partition is gone; reading again reports that.
-            let _ = rx.changed().await;
-        });
-    }
-    // Dropping the set aborts the other waiters.
-    matches!(
-        tokio::time::timeout_at(deadline, set.join_next()).await,
-        Ok(Some(_))
-    )
+/// Waits until one of the watches changes (true) or the deadline passes (false), in
+/// this task: no task per partition to spawn and abort on every wait.
+async fn wait_for_any(mut watches: Vec<watch::Receiver<u64>>, deadline: Instant) -> bool {
+    // An error means the partition is gone; reading again reports that.
+    let changed = async {
+        match &mut watches[..] {
+            [] => {}
+            [one] => {
+                let _ = one.changed().await;
+            }
+            many => {
+                let waits = many.iter_mut().map(|rx| Box::pin(rx.changed()));
+                let _ = futures_util::future::select_all(waits).await;
+            }
+        }
+    };
+    tokio::time::timeout_at(deadline, changed).await.is_ok()
 }
 
 /// Reads every partition once. Returns the responses, the bytes they carry, and whether

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use tokio::task::JoinHandle;
 use tracing::debug;
 use wharf_core::{Broker, CoreError, PendingProduce};
 
@@ -23,13 +22,10 @@ use super::str_bytes;
 use crate::conn::Ctx;
 use crate::errors;
 
-/// A partition's answer: ready, or an append in flight.
+/// A partition's answer: ready, or an append in flight (the index into `appends`).
 enum Pending {
     Done(PartitionProduceResponse),
-    Appending(
-        i32,
-        JoinHandle<Result<PendingProduce, PartitionProduceResponse>>,
-    ),
+    Appending(i32, usize),
 }
 
 /// A partition whose batches are written, waiting to be durable.
@@ -58,6 +54,7 @@ pub async fn start(
         None
     };
     let mut topics = Vec::with_capacity(req.topic_data.len());
+    let mut appends = Vec::new();
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
         let known = match refused {
@@ -80,31 +77,38 @@ pub async fn start(
                 (Err(code), _, _) => failed(*code),
                 (Ok(()), Err(_), _) => failed(ResponseError::UnknownTopicOrPartition.code()),
                 (Ok(()), Ok(_), None) => failed(ResponseError::CorruptMessage.code()),
-                (Ok(()), Ok(index), Some(records)) => Pending::Appending(
-                    p.index,
-                    tokio::spawn(append(
-                        Arc::clone(&ctx.broker),
+                (Ok(()), Ok(index), Some(records)) => {
+                    appends.push(append(
+                        &ctx.broker,
                         name.clone(),
                         index,
                         p.index,
                         records.to_vec(),
-                    )),
-                ),
+                    ));
+                    Pending::Appending(p.index, appends.len() - 1)
+                }
             });
         }
         topics.push((topic.name, name, partitions));
     }
-    // Every partition written (the partitions of one request concurrently).
+    // Every partition written, the partitions of one request concurrently (each append
+    // runs on the blocking pool from its first poll).
+    let mut appended: Vec<Option<Result<PendingProduce, PartitionProduceResponse>>> =
+        futures_util::future::join_all(appends)
+            .await
+            .into_iter()
+            .map(Some)
+            .collect();
     let mut written = Vec::with_capacity(topics.len());
     for (name, topic, pending) in topics {
         let mut partitions = Vec::with_capacity(pending.len());
         for p in pending {
             partitions.push(match p {
                 Pending::Done(r) => Written::Done(r),
-                Pending::Appending(index, task) => match task.await {
-                    Ok(Ok(pending)) => Written::Durable(index, pending),
-                    Ok(Err(refused)) => Written::Done(refused),
-                    Err(e) => Written::Done(task_failed(index, &e)),
+                Pending::Appending(index, i) => match appended.get_mut(i).and_then(Option::take) {
+                    Some(Ok(pending)) => Written::Durable(index, pending),
+                    Some(Err(refused)) => Written::Done(refused),
+                    None => Written::Done(internal(index, "append result missing")),
                 },
             });
         }
@@ -133,17 +137,17 @@ pub async fn start(
     }
 }
 
-fn task_failed(index: i32, e: &tokio::task::JoinError) -> PartitionProduceResponse {
+fn internal(index: i32, reason: &str) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
         .with_index(index)
         .with_error_code(ResponseError::UnknownServerError.code())
         .with_base_offset(-1)
-        .with_error_message(Some(str_bytes(format!("append task failed: {e}"))))
+        .with_error_message(Some(str_bytes(reason)))
 }
 
 /// Writes one partition's batches; the refusal, if any, is its answer.
 async fn append(
-    broker: Arc<Broker>,
+    broker: &Broker,
     topic: String,
     partition: u32,
     index: i32,

@@ -136,3 +136,40 @@ fn admission_hook_can_reject_or_answer_a_duplicate_without_writing() {
     );
     assert_eq!(log.log_end_offset(), 3);
 }
+
+#[test]
+fn only_reads_of_the_last_few_mib_of_the_active_segment_count_as_hot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig {
+        segment_bytes: 16 << 20,
+        flush: FlushPolicy::Never,
+        ..LogConfig::default()
+    };
+    let log = SharedLog::open(dir.path(), cfg).expect("open");
+    // Nothing to read (at the end of an empty log) is hot.
+    assert!(log.plan_read(0, 1 << 20).expect("plan").is_hot());
+    // 6 MiB in 64 KiB batches of one record.
+    let per_batch = 64 << 10;
+    let batches = (6 << 20) / per_batch;
+    for i in 0..batches {
+        log.append(&mut batch(i as u64, 1, per_batch, 0))
+            .expect("append");
+    }
+    let end = log.log_end_offset();
+    // Near the end: hot, and reads the same bytes as a plain read.
+    let plan = log.plan_read(end - 2, 1 << 20).expect("plan");
+    assert!(plan.is_hot());
+    assert_eq!(
+        plan.execute().expect("read").bytes,
+        log.read(end - 2, 1 << 20).expect("read").bytes
+    );
+    // More than HOT_READ_BYTES behind the end: not hot.
+    assert!(!log.plan_read(0, 1 << 20).expect("plan").is_hot());
+    // At the end of the log, nothing to read: hot.
+    assert!(log.plan_read(end, 1 << 20).expect("plan").is_hot());
+    // A sealed segment is never hot, however small the read.
+    log.roll().expect("roll");
+    log.append(&mut batch(999, 1, 100, 0)).expect("append");
+    assert!(!log.plan_read(end - 1, 1 << 20).expect("plan").is_hot());
+    assert!(log.plan_read(end, 1 << 20).expect("plan").is_hot());
+}
