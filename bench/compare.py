@@ -5,7 +5,9 @@ in between. Started by bench/compare.sh, which installs and builds what this nee
 
 Each round starts every broker afresh (its own data directory, loopback port), measures
 its idle RSS, runs the workloads against it, and stops it before the next broker starts,
-so only one broker runs at a time. While a workload runs, the broker's CPU time (every
+so only one broker runs at a time. Before each workload the machine's dirty pages are
+written out (sync), so no run pays for the previous one's writeback. While a workload
+runs, the broker's CPU time (every
 process of its session: user + system) and its RSS (sampled every 100 ms) are read from
 /proc. The report gives medians over rounds and Wharf/peer ratios, and checks the
 targets of the benchmark issue.
@@ -18,6 +20,7 @@ import datetime
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -336,7 +339,12 @@ def run_workload(bins, broker, workload, a, outdir, label):
         "--json", str(report),
         *workload_args(workload, a),
     ]  # fmt: skip
+    # Every workload starts with no dirty pages on the machine: writeback left over from
+    # the previous workload would otherwise slow this one's fsyncs.
+    os.sync()
+    time.sleep(1)
     cpu0 = cpu_seconds(broker.sid)
+    client0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with RssSampler(broker.sid) as rss:
         with open(outdir / f"{label}.log", "w") as out:
             try:
@@ -347,6 +355,8 @@ def run_workload(bins, broker, workload, a, outdir, label):
                 log(f"   {label}: FAILED ({e}); see {outdir / (label + '.log')}")
                 return None
     cpu = cpu_seconds(broker.sid) - cpu0
+    client1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (client1.ru_utime - client0.ru_utime) + (client1.ru_stime - client0.ru_stime)
     r = json.loads(report.read_text())
     msgs = r["messages"]
     return {
@@ -357,6 +367,8 @@ def run_workload(bins, broker, workload, a, outdir, label):
         "latency": r.get("latency"),
         "cpu_s": cpu,
         "cpu_us_per_msg": cpu / msgs * 1e6 if msgs else None,
+        # wharf-bench's own CPU (producer and consumer clients): they share the cores.
+        "client_cpu_us_per_msg": client_cpu / msgs * 1e6 if msgs else None,
         "rss_peak": rss.peak,
         "report": str(report),
     }
@@ -476,6 +488,7 @@ def summarize(results, limits, brokers, workloads):
                 "msgs_per_s": med([r["msgs_per_s"] for r in runs]),
                 "mb_per_s": med([r["mb_per_s"] for r in runs]),
                 "cpu_us_per_msg": med([r["cpu_us_per_msg"] for r in runs]),
+                "client_cpu_us_per_msg": med([r.get("client_cpu_us_per_msg") for r in runs]),
                 "rss_peak_mib": med([r["rss_peak"] / MIB for r in runs]),
                 "p50_ms": med([l["p50_us"] / 1000 for l in lat]) if lat else None,
                 "p99_ms": med([l["p99_us"] / 1000 for l in lat]) if lat else None,
@@ -527,7 +540,7 @@ def render(meta, s, idle, limits, brokers, workloads, plots):
         w(f"`wharf-bench {' '.join(workload_args(wl, meta['args']))}`")
         w("")
         has_lat = any(s[(b, wl)]["p99_ms"] is not None for b in rows)
-        head = "| broker | msgs/s (median) | per round | MB/s | broker CPU µs/msg | peak RSS MiB |"
+        head = "| broker | msgs/s (median) | per round | MB/s | broker CPU µs/msg | client CPU µs/msg | peak RSS MiB |"
         if has_lat:
             head += " p50 ms | p99 ms | p99.9 ms |"
         head += " Wharf/peer msgs/s | Wharf/peer CPU/msg |"
@@ -537,7 +550,8 @@ def render(meta, s, idle, limits, brokers, workloads, plots):
         for b in rows:
             r = s[(b, wl)]
             line = (f"| {b} | {fmt(r['msgs_per_s'])} | {' / '.join(fmt(x) for x in r['per_round'])} | "
-                    f"{fmt(r['mb_per_s'], 1)} | {fmt(r['cpu_us_per_msg'], 2)} | {fmt(r['rss_peak_mib'], 1)} |")
+                    f"{fmt(r['mb_per_s'], 1)} | {fmt(r['cpu_us_per_msg'], 2)} | "
+                    f"{fmt(r['client_cpu_us_per_msg'], 2)} | {fmt(r['rss_peak_mib'], 1)} |")
             if has_lat:
                 line += f" {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} | {fmt(r['p999_ms'], 2)} |"
             if b == "wharf" or ws is None:
@@ -549,7 +563,7 @@ def render(meta, s, idle, limits, brokers, workloads, plots):
             w(line)
         w("")
         if wl in plots:
-            w(f"![{wl} latency percentiles]({plots[wl]})")
+            w(f"![{wl}: end-to-end latency by percentile, median round]({plots[wl]})")
             w("")
     w("### Memory")
     w("")
@@ -634,8 +648,8 @@ def main():
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--rate", type=int, default=2000, help="latency workload rate (msg/s)")
     ap.add_argument("--consume-messages", type=int, default=200_000)
-    ap.add_argument("--brokers", default="wharf,tansu,jetstream,nats,rabbitmq")
-    ap.add_argument("--workloads", default="produce,consume,e2e,latency,fanout,partitions")
+    ap.add_argument("--brokers", default="wharf,wharf-nosync,tansu,jetstream,nats,rabbitmq")
+    ap.add_argument("--workloads", default="latency,produce,consume,e2e,fanout,partitions")
     ap.add_argument("--bin", action="append", default=[], metavar="NAME=PATH",
                     help="wharf, wharf-bench, tansu, nats-server, rabbitmq-server")
     ap.add_argument("--out", type=Path, help="results directory (default target/compare/<time>)")
