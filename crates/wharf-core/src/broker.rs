@@ -283,18 +283,28 @@ where
 /// A produce whose batches are written, on its way to disk: see
 /// [`Broker::produce_start`].
 #[must_use = "a produce is acknowledged only once durable() returns"]
-pub struct PendingProduce {
-    task: tokio::task::JoinHandle<Result<AppendOutcome>>,
+pub enum PendingProduce {
+    /// Durable already (a flush policy other than `always`).
+    Ready(AppendOutcome),
+    /// The blocking task that waits for the fsync (and runs it, if its turn).
+    Waiting(tokio::task::JoinHandle<Result<AppendOutcome>>),
 }
+
+/// Largest request written in place by [`Broker::produce_start`]; larger ones (their
+/// CRC alone takes a while) go to the blocking pool.
+const INLINE_APPEND_BYTES: usize = 1 << 20;
 
 impl PendingProduce {
     /// Waits until the batches are durable (under `FlushPolicy::Always`; at once
     /// otherwise) and returns where they are.
     pub async fn durable(self) -> Result<AppendOutcome> {
-        self.task.await.map_err(|e| CoreError::Internal {
-            what: "appending",
-            reason: e.to_string(),
-        })?
+        match self {
+            PendingProduce::Ready(outcome) => Ok(outcome),
+            PendingProduce::Waiting(task) => task.await.map_err(|e| CoreError::Internal {
+                what: "appending",
+                reason: e.to_string(),
+            })?,
+        }
     }
 }
 
@@ -514,13 +524,50 @@ impl Broker {
     ) -> Result<PendingProduce> {
         self.check_open()?;
         let p = self.shared.partition(topic, partition)?;
+        let now = now_ms();
+        if batches.len() <= INLINE_APPEND_BYTES && !p.log.roll_due(batches.len() as u64, now) {
+            // The common case, in place: checking a CRC over at most 1 MiB and a pwrite
+            // into the page cache take microseconds, and a message that waits for no
+            // other thread reaches its fsync sooner. Only the wait for durability (which
+            // may run the fsync) goes to the blocking pool.
+            let (outcome, durability) = p
+                .producers
+                .append_deferred(&p.log, &mut batches, now)
+                .map_err(|e| match e {
+                    AppendWithError::Log(e) => p.err(e),
+                    AppendWithError::Rejected(e) => p.sequence_err(e),
+                })?;
+            let task = match durability {
+                None => {
+                    p.publish_high_watermark();
+                    if !p.producers.snapshot_due() {
+                        return Ok(PendingProduce::Ready(outcome));
+                    }
+                    tokio::task::spawn_blocking(move || {
+                        p.snapshot_producers(false);
+                        Ok(outcome)
+                    })
+                }
+                Some(d) => tokio::task::spawn_blocking(move || {
+                    p.log.wait_durable_for(d).map_err(|e| p.err(e))?;
+                    p.publish_high_watermark();
+                    if p.producers.snapshot_due() {
+                        p.snapshot_producers(false);
+                    }
+                    Ok(outcome)
+                }),
+            };
+            return Ok(PendingProduce::Waiting(task));
+        }
+        // A large request, or one that rolls the segment (which syncs the sealed segment
+        // and creates files): all of it on the blocking pool.
         let (written_tx, written_rx) = tokio::sync::oneshot::channel::<()>();
         // Publishing inside the blocking task means waiters are woken even if the caller
         // stops waiting once the append has started.
         let task = tokio::task::spawn_blocking(move || {
             let outcome = p
                 .producers
-                .append(&p.log, &mut batches, now_ms(), move |_| {
+                .append(&p.log, &mut batches, now, move |_| {
                     let _ = written_tx.send(());
                 })
                 .map_err(|e| match e {
@@ -533,7 +580,7 @@ impl Broker {
             }
             Ok(outcome)
         });
-        let pending = PendingProduce { task };
+        let pending = PendingProduce::Waiting(task);
         match written_rx.await {
             Ok(()) => Ok(pending),
             // Refused (or failed) before anything was written: the task's error.

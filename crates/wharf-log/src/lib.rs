@@ -35,4 +35,4 @@ pub use log::{
     check_batches, AppendInfo, CheckedBatch, Log, ReadPlan, ReadResult, RecoveryReport,
     RetentionReport, HOT_READ_BYTES,
 };
-pub use shared::{Admission, AppendOutcome, AppendWithError, LogStats, SharedLog};
+pub use shared::{Admission, AppendOutcome, AppendWithError, Durability, LogStats, SharedLog};

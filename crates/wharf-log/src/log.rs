@@ -483,9 +483,18 @@ impl Log {
     }
 
     fn maybe_roll(&mut self, incoming: u64, records: u64, now_ms: i64) -> Result<()> {
+        if self.roll_due(incoming, records, now_ms) {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// Whether appending `incoming` bytes holding `records` records at `now_ms` rolls the
+    /// active segment first (by size, by age, or because its index would overflow).
+    pub fn roll_due(&self, incoming: u64, records: u64, now_ms: i64) -> bool {
         let seg = self.active();
         if seg.size == 0 {
-            return Ok(());
+            return false;
         }
         let too_big = seg.size + incoming > self.config.segment_bytes;
         // Index entries hold 32-bit relative offsets and positions.
@@ -495,10 +504,7 @@ impl Log {
             (Some(ms), Some(first)) => now_ms.saturating_sub(first) >= ms as i64,
             _ => false,
         };
-        if too_big || too_many || too_old {
-            self.roll()?;
-        }
-        Ok(())
+        too_big || too_many || too_old
     }
 
     /// Seals the active segment and starts a new one at the log end. A no-op on an empty

@@ -69,6 +69,13 @@ pub enum AppendWithError<E> {
     Rejected(E),
 }
 
+/// What an append deferred by [`SharedLog::append_deferred`] waits for to be durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Durability {
+    end: u64,
+    generation: u64,
+}
+
 /// Counters of one log since it was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LogStats {
@@ -192,6 +199,30 @@ impl SharedLog {
         C: FnOnce(&[CheckedBatch], &AppendInfo),
         W: FnOnce(&AppendOutcome),
     {
+        let (outcome, durability) = self.append_deferred(batches, now_ms, admit, appended)?;
+        written(&outcome);
+        if let Some(d) = durability {
+            self.wait_durable_for(d).map_err(AppendWithError::Log)?;
+        }
+        Ok(outcome)
+    }
+
+    /// The first half of [`SharedLog::append_with`]: validates, admits and writes the
+    /// batches, and returns at once with what [`SharedLog::wait_durable_for`] must wait
+    /// for under `always` (`None` under the other policies). An async caller writes in
+    /// place (a `pwrite` into the page cache) and leaves only the wait to a thread that
+    /// may block.
+    pub fn append_deferred<E, A, C>(
+        &self,
+        batches: &mut [u8],
+        now_ms: i64,
+        admit: A,
+        appended: C,
+    ) -> Result<(AppendOutcome, Option<Durability>), AppendWithError<E>>
+    where
+        A: FnOnce(&[CheckedBatch], u64) -> Result<Admission, E>,
+        C: FnOnce(&[CheckedBatch], &AppendInfo),
+    {
         // CRC-32C over the whole request runs before the lock, so concurrent appenders
         // check their batches in parallel.
         let checked = crate::log::check_batches(batches).map_err(AppendWithError::Log)?;
@@ -235,15 +266,26 @@ impl SharedLog {
             };
             (outcome, log.config().flush, log.generation())
         };
-        written(&outcome);
-        if policy == FlushPolicy::Always {
-            self.wait_durable(outcome.info.last_offset + 1, generation)
-                .map_err(AppendWithError::Log)?;
-        }
         if !outcome.duplicate {
             self.appends.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(outcome)
+        let durability = (policy == FlushPolicy::Always).then_some(Durability {
+            end: outcome.info.last_offset + 1,
+            generation,
+        });
+        Ok((outcome, durability))
+    }
+
+    /// Blocks until the append that returned `d` is durable (see
+    /// [`SharedLog::append_deferred`]), taking a turn as the syncer if none is running.
+    pub fn wait_durable_for(&self, d: Durability) -> Result<()> {
+        self.wait_durable(d.end, d.generation)
+    }
+
+    /// Whether an append of `incoming` bytes now would first roll the active segment
+    /// (which syncs the sealed one and creates files: slow, for a blocking thread).
+    pub fn roll_due(&self, incoming: u64, now_ms: i64) -> bool {
+        self.log().roll_due(incoming, 0, now_ms)
     }
 
     /// Blocks until the high watermark reaches `end`, taking a turn as the syncer when no

@@ -18,7 +18,7 @@ mod state;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use wharf_log::{Admission, AppendOutcome, AppendWithError, SharedLog};
+use wharf_log::{Admission, AppendOutcome, AppendWithError, Durability, SharedLog};
 
 pub(crate) use ids::ProducerIdAllocator;
 pub use ids::{ID_BLOCK, PRODUCER_IDS_FILE};
@@ -84,6 +84,23 @@ impl PartitionProducers {
         now_ms: i64,
         written: impl FnOnce(&AppendOutcome),
     ) -> std::result::Result<AppendOutcome, AppendWithError<SequenceError>> {
+        let (outcome, durability) = self.append_deferred(log, batches, now_ms)?;
+        written(&outcome);
+        if let Some(d) = durability {
+            log.wait_durable_for(d).map_err(AppendWithError::Log)?;
+        }
+        Ok(outcome)
+    }
+
+    /// [`PartitionProducers::append`] without the wait for durability: what to wait for
+    /// (`SharedLog::wait_durable_for`) comes back with the outcome.
+    pub(crate) fn append_deferred(
+        &self,
+        log: &SharedLog,
+        batches: &mut [u8],
+        now_ms: i64,
+    ) -> std::result::Result<(AppendOutcome, Option<Durability>), AppendWithError<SequenceError>>
+    {
         let admit = |checked: &[wharf_log::CheckedBatch], next: u64| {
             Ok(match lock(&self.states).admit(checked, next)? {
                 Verdict::Append => Admission::Append,
@@ -101,7 +118,7 @@ impl PartitionProducers {
             self.since_snapshot
                 .fetch_add(info.bytes as u64, Ordering::Relaxed);
         };
-        log.append_staged(batches, now_ms, admit, appended, written)
+        log.append_deferred(batches, now_ms, admit, appended)
     }
 
     /// Whether enough was appended since the last snapshot to write another.
