@@ -171,6 +171,10 @@ class Broker:
     def wait_ready(self):
         wait_port(self.port, self.boot_timeout, self.proc)
 
+    def slow_syncs(self):
+        """fdatasyncs of 50 ms or more the broker logged so far (None: it logs none)."""
+        return None
+
     def stop(self):
         if self.proc is None:
             return
@@ -209,6 +213,13 @@ class Wharf(Broker):
 
     def env(self):
         return {**os.environ, "RUST_LOG": "warn"}
+
+    def slow_syncs(self):
+        self.logfile.flush()
+        try:
+            return (self.workdir / "broker.log").read_text(errors="replace").count("slow fdatasync")
+        except OSError:
+            return 0
 
 
 class WharfNoSync(Wharf):
@@ -343,6 +354,7 @@ def run_workload(bins, broker, workload, a, outdir, label):
     # the previous workload would otherwise slow this one's fsyncs.
     os.sync()
     time.sleep(1)
+    slow0 = broker.slow_syncs()
     cpu0 = cpu_seconds(broker.sid)
     client0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     with RssSampler(broker.sid) as rss:
@@ -370,6 +382,8 @@ def run_workload(bins, broker, workload, a, outdir, label):
         # wharf-bench's own CPU (producer and consumer clients): they share the cores.
         "client_cpu_us_per_msg": client_cpu / msgs * 1e6 if msgs else None,
         "rss_peak": rss.peak,
+        # fdatasyncs of 50 ms or more during the run (Wharf logs them; None elsewhere).
+        "slow_syncs": None if slow0 is None else broker.slow_syncs() - slow0,
         "report": str(report),
     }
 
@@ -412,6 +426,8 @@ def machine_limits(workdir):
         "fio_fdatasync_per_s": sync["write"]["iops"],
         "fio_fdatasync_p50_us": lat["percentile"]["50.000000"] / 1000,
         "fio_fdatasync_p99_us": lat["percentile"]["99.000000"] / 1000,
+        "fio_fdatasync_p999_us": lat["percentile"]["99.900000"] / 1000,
+        "fio_fdatasync_max_us": lat["max"] / 1000,
     }
 
 
@@ -494,6 +510,8 @@ def summarize(results, limits, brokers, workloads):
                 "p99_ms": med([l["p99_us"] / 1000 for l in lat]) if lat else None,
                 "p999_ms": med([l["p999_us"] / 1000 for l in lat]) if lat else None,
                 "per_round": [r["msgs_per_s"] for r in runs],
+                "p99_per_round": [l["p99_us"] / 1000 for l in lat],
+                "slow_syncs": [r.get("slow_syncs") for r in runs],
             }
     return s
 
@@ -524,6 +542,8 @@ def render(meta, s, idle, limits, brokers, workloads, plots):
         ("fio_fdatasync_per_s", "fio 4 KiB appending write + fdatasync (per s)", 0),
         ("fio_fdatasync_p50_us", "fio fdatasync latency p50 (µs)", 0),
         ("fio_fdatasync_p99_us", "fio fdatasync latency p99 (µs)", 0),
+        ("fio_fdatasync_p999_us", "fio fdatasync latency p99.9 (µs)", 0),
+        ("fio_fdatasync_max_us", "fio fdatasync latency max (µs)", 0),
         ("iperf3_loopback_mb_s", "iperf3 loopback (MB/s)", 0),
     ]:
         vals = [l[key] for l in limits if key in l]
@@ -553,7 +573,8 @@ def render(meta, s, idle, limits, brokers, workloads, plots):
                     f"{fmt(r['mb_per_s'], 1)} | {fmt(r['cpu_us_per_msg'], 2)} | "
                     f"{fmt(r['client_cpu_us_per_msg'], 2)} | {fmt(r['rss_peak_mib'], 1)} |")
             if has_lat:
-                line += f" {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} | {fmt(r['p999_ms'], 2)} |"
+                per = " / ".join(f"{x:.2f}" for x in r["p99_per_round"])
+                line += f" {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} ({per}) | {fmt(r['p999_ms'], 2)} |"
             if b == "wharf" or ws is None:
                 line += " | |"
             else:
@@ -562,6 +583,12 @@ def render(meta, s, idle, limits, brokers, workloads, plots):
                 line += f" {fmt(tr, 2, '×')} | {fmt(cr, 2, '×')} |"
             w(line)
         w("")
+        slow = (s.get(("wharf", wl)) or {}).get("slow_syncs") or []
+        if any(slow):
+            w(f"Wharf logged fdatasyncs of 50 ms or more in this workload: "
+              f"{' / '.join(str(x) for x in slow)} per round (the disk stalling; every "
+              "acknowledgement waiting on such a sync waits as long).")
+            w("")
         if wl in plots:
             w(f"![{wl}: end-to-end latency by percentile, median round]({plots[wl]})")
             w("")
@@ -738,7 +765,8 @@ def main():
                         lat = res["latency"]
                         log(f"   {wl:<10} {res['msgs_per_s']:>12.0f} msg/s  cpu {res['cpu_us_per_msg'] or 0:7.2f} µs/msg"
                             f"  rss {res['rss_peak'] / MIB:6.1f} MiB"
-                            + (f"  p99 {lat['p99_us'] / 1000:.2f} ms" if lat else ""))
+                            + (f"  p99 {lat['p99_us'] / 1000:.2f} ms" if lat else "")
+                            + (f"  slow fsyncs {res['slow_syncs']}" if res["slow_syncs"] else ""))
                 broker.stop()
                 running.remove(broker)
                 shutil.copy(broker.workdir / "broker.log", outdir / f"{name}-r{r}-broker.log")
