@@ -660,6 +660,7 @@ def versions(bins):
             return "?"
 
     v = {"wharf": first_line([str(bins["wharf"]), "--version"])}
+    v["wharf-nosync"] = v["wharf"]
     if "tansu" in bins:
         v["tansu"] = first_line([str(bins["tansu"]), "--version"])
     if "nats-server" in bins:
