@@ -157,12 +157,27 @@ pub async fn run(
                 // Produces already written are answered; nothing new is started.
                 Next::Stop => return drain(&mut wr, &mut in_flight).await,
             };
-            let Some(frame) = frame? else {
-                return drain(&mut wr, &mut in_flight).await;
+            // A bad frame or request closes the connection, but the produce requests
+            // before it are written: answer them first, so their producer does not
+            // send them again.
+            let frame = match frame {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return drain(&mut wr, &mut in_flight).await,
+                Err(e) => {
+                    drain(&mut wr, &mut in_flight).await?;
+                    return Err(e.into());
+                }
             };
             if api::pipelines(&frame) {
                 // Written in arrival order; the answer waits for the fsync meanwhile.
-                match api::start(&ctx, frame).await? {
+                let started = match api::start(&ctx, frame).await {
+                    Ok(started) => started,
+                    Err(e) => {
+                        drain(&mut wr, &mut in_flight).await?;
+                        return Err(e);
+                    }
+                };
+                match started {
                     Started::Pending(answer) => in_flight.push_back(answer),
                     Started::Done(reply) => {
                         drain(&mut wr, &mut in_flight).await?;

@@ -420,3 +420,33 @@ async fn pipelined_produce_requests_are_stored_and_answered_in_order_and_share_f
     );
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_bad_request_after_pipelined_produces_closes_only_after_answering_them() {
+    let b = TestBroker::start().await;
+    b.broker.create_topic(NewTopic::new("t", 1)).await.unwrap();
+    let mut c = b.connect().await;
+    let mut frames = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let payload = format!("m{i}");
+        let req = produce_req("t", 0, batch(&[(None, Some(payload.as_bytes()))]), -1);
+        let (id, frame) = c.encode(&req, 9);
+        ids.push(id);
+        frames.extend_from_slice(&frame);
+    }
+    // A Produce v9 frame whose body is not a request.
+    let mut bad = vec![0u8, 0, 0, 9, 0, 0, 0, 99];
+    bad.extend_from_slice(&[0xff; 12]);
+    frames.extend_from_slice(&(bad.len() as i32).to_be_bytes());
+    frames.extend_from_slice(&bad);
+    c.write_all(&frames).await;
+    for (i, id) in ids.into_iter().enumerate() {
+        let resp = c.recv::<ProduceRequest>(9, id).await;
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, i as i64), "request {i}");
+    }
+    assert!(c.recv_frame().await.is_none(), "the connection stays open");
+    assert_eq!(b.broker.offsets("t", 0).unwrap().high_watermark, 5);
+    b.stop().await;
+}
