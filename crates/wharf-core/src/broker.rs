@@ -175,6 +175,23 @@ impl Partition {
         }
     }
 
+    /// An append error as the broker reports it.
+    fn append_err(&self, e: AppendWithError<SequenceError>) -> CoreError {
+        match e {
+            AppendWithError::Log(e) => self.err(e),
+            AppendWithError::Rejected(e) => self.sequence_err(e),
+        }
+    }
+
+    /// What follows a durable append: wake readers of the new high watermark, and
+    /// snapshot the producer state when enough was appended since the last one.
+    fn appended(&self) {
+        self.publish_high_watermark();
+        if self.producers.snapshot_due() {
+            self.snapshot_producers(false);
+        }
+    }
+
     /// Publishes the log's high watermark to waiters. The log is read inside the watch's
     /// lock so that two racing publishers cannot publish an older value last.
     fn publish_high_watermark(&self) {
@@ -533,30 +550,21 @@ impl Broker {
             let (outcome, durability) = p
                 .producers
                 .append_deferred(&p.log, &mut batches, now)
-                .map_err(|e| match e {
-                    AppendWithError::Log(e) => p.err(e),
-                    AppendWithError::Rejected(e) => p.sequence_err(e),
-                })?;
-            let task = match durability {
-                None => {
-                    p.publish_high_watermark();
-                    if !p.producers.snapshot_due() {
-                        return Ok(PendingProduce::Ready(outcome));
-                    }
-                    tokio::task::spawn_blocking(move || {
-                        p.snapshot_producers(false);
-                        Ok(outcome)
-                    })
+                .map_err(|e| p.append_err(e))?;
+            if durability.is_none() {
+                // Readable now (a policy other than `always`).
+                p.publish_high_watermark();
+                if !p.producers.snapshot_due() {
+                    return Ok(PendingProduce::Ready(outcome));
                 }
-                Some(d) => tokio::task::spawn_blocking(move || {
+            }
+            let task = tokio::task::spawn_blocking(move || {
+                if let Some(d) = durability {
                     p.log.wait_durable_for(d).map_err(|e| p.err(e))?;
-                    p.publish_high_watermark();
-                    if p.producers.snapshot_due() {
-                        p.snapshot_producers(false);
-                    }
-                    Ok(outcome)
-                }),
-            };
+                }
+                p.appended();
+                Ok(outcome)
+            });
             return Ok(PendingProduce::Waiting(task));
         }
         // A large request, or one that rolls the segment (which syncs the sealed segment
@@ -570,14 +578,8 @@ impl Broker {
                 .append(&p.log, &mut batches, now, move |_| {
                     let _ = written_tx.send(());
                 })
-                .map_err(|e| match e {
-                    AppendWithError::Log(e) => p.err(e),
-                    AppendWithError::Rejected(e) => p.sequence_err(e),
-                })?;
-            p.publish_high_watermark();
-            if p.producers.snapshot_due() {
-                p.snapshot_producers(false);
-            }
+                .map_err(|e| p.append_err(e))?;
+            p.appended();
             Ok(outcome)
         });
         let pending = PendingProduce::Waiting(task);

@@ -104,11 +104,19 @@ async fn send(wr: &mut OwnedWriteHalf, reply: Reply) -> Result<(), ConnError> {
 /// Sends every answer in flight, in order.
 async fn drain(wr: &mut OwnedWriteHalf, in_flight: &mut VecDeque<Answer>) -> Result<(), ConnError> {
     while !in_flight.is_empty() {
-        let reply = oldest(in_flight).await;
-        in_flight.pop_front();
-        send(wr, reply?).await?;
+        send_oldest(wr, in_flight).await?;
     }
     Ok(())
+}
+
+/// Waits for the oldest answer in flight and sends it.
+async fn send_oldest(
+    wr: &mut OwnedWriteHalf,
+    in_flight: &mut VecDeque<Answer>,
+) -> Result<(), ConnError> {
+    let reply = oldest(in_flight).await;
+    in_flight.pop_front();
+    send(wr, reply?).await
 }
 
 /// Whether the request is a JoinGroup or SyncGroup, which may wait for a whole
@@ -185,9 +193,7 @@ pub async fn run(
                     }
                 }
                 while in_flight.len() >= MAX_PRODUCES_IN_FLIGHT {
-                    let reply = oldest(&mut in_flight).await;
-                    in_flight.pop_front();
-                    send(&mut wr, reply?).await?;
+                    send_oldest(&mut wr, &mut in_flight).await?;
                 }
             } else {
                 // Anything else runs alone, after every earlier answer is sent.

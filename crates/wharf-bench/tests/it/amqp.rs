@@ -21,7 +21,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use super::{check_latency, u, RUN_TIMEOUT};
+use super::{bench_report, check_latency, u};
 
 /// Boot on a loaded 2-core machine (about 6 s when idle).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -158,45 +158,12 @@ impl RabbitMq {
 
     /// Runs `wharf-bench --driver amqp <args> --json FILE` against this node.
     fn bench(&self, args: &[&str]) -> Value {
-        let json = self.dir.path().join("report.json");
-        let _ = std::fs::remove_file(&json);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wharf-bench"))
-            .args(args)
-            .args(["--driver", "amqp", "--brokers"])
-            .arg(self.url())
-            .arg("--json")
-            .arg(&json)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn wharf-bench");
-        // Drain the pipes while waiting, so a chatty run cannot block on them.
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
-        let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-        let deadline = Instant::now() + RUN_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("wharf-bench {args:?} did not finish within {RUN_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let stdout = out.join().unwrap_or_default();
-        let stderr = err.join().unwrap_or_default();
-        assert!(
-            status.success(),
-            "wharf-bench {args:?} failed: {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-        );
-        assert!(stdout.contains("msgs/s"), "no table on stdout:\n{stdout}");
-        let text = std::fs::read_to_string(&json).expect("the --json file");
-        serde_json::from_str(&text).expect("the --json file parses")
+        let url = self.url();
+        let all = args
+            .iter()
+            .copied()
+            .chain(["--driver", "amqp", "--brokers", &url]);
+        bench_report(all, &self.dir.path().join("report.json"))
     }
 }
 

@@ -10,10 +10,11 @@ mod nats;
 
 mod amqp;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,80 @@ fn wharf_bin() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The lines a child writes to its (piped) stderr, read by a thread of their own.
+fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// Runs `wharf-bench <args>`, killed after [`RUN_TIMEOUT`]. Its pipes are drained while
+/// it runs, so a chatty run cannot block on them.
+fn run_bench<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wharf-bench"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wharf-bench");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("wharf-bench {args:?} did not finish within {RUN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap_or_default().into_bytes(),
+        stderr: err.join().unwrap_or_default().into_bytes(),
+    }
+}
+
+/// Runs `wharf-bench <args> --json FILE`, checks it succeeded and printed its table,
+/// and returns the parsed report.
+fn bench_report<I, S>(args: I, json: &Path) -> Value
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let _ = std::fs::remove_file(json);
+    let mut args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    args.push("--json".into());
+    args.push(json.into());
+    let out = run_bench(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "wharf-bench {args:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("msgs/s"), "no table on stdout:\n{stdout}");
+    let text = std::fs::read_to_string(json).expect("the --json file");
+    serde_json::from_str(&text).expect("the --json file parses")
 }
 
 /// A running `wharf serve` on ephemeral ports with its own data directory; killed on
@@ -58,13 +133,7 @@ impl Broker {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn wharf");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let rx = stderr_lines(&mut child);
         let mut broker = Broker {
             child,
             kafka: "0.0.0.0:0".parse().unwrap(),
@@ -91,38 +160,9 @@ impl Broker {
 
     /// Runs `wharf-bench <args> --json FILE` against this broker; the parsed report.
     fn bench(&self, args: &[&str]) -> Value {
-        let json = self.data.path().join("report.json");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wharf-bench"))
-            .args(args)
-            .arg("--brokers")
-            .arg(self.kafka.to_string())
-            .arg("--json")
-            .arg(&json)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn wharf-bench");
-        let deadline = Instant::now() + RUN_TIMEOUT;
-        while child.try_wait().expect("try_wait").is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("wharf-bench {args:?} did not finish within {RUN_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let out = child.wait_with_output().expect("wharf-bench output");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "wharf-bench {args:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(stdout.contains("msgs/s"), "no table on stdout:\n{stdout}");
-        let text = std::fs::read_to_string(&json).expect("the --json file");
-        serde_json::from_str(&text).expect("the --json file parses")
+        let brokers = self.kafka.to_string();
+        let all = args.iter().copied().chain(["--brokers", &brokers]);
+        bench_report(all, &self.data.path().join("report.json"))
     }
 
     /// The topic registry, to see which topics exist.

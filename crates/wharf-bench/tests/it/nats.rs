@@ -4,15 +4,14 @@
 //! The server is found at `$NATS_SERVER`, on the PATH or at `/usr/sbin/nats-server`;
 //! without it these tests fail (`scripts/test` installs it).
 
-use std::io::{BufRead, BufReader};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{check_latency, u, RUN_TIMEOUT, START_TIMEOUT};
+use super::{bench_report, check_latency, run_bench, stderr_lines, u, START_TIMEOUT};
 
 fn nats_server_bin() -> PathBuf {
     let candidates: Vec<PathBuf> = match std::env::var_os("NATS_SERVER") {
@@ -60,13 +59,7 @@ impl NatsServer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn nats-server");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let rx = stderr_lines(&mut child);
         let mut server = NatsServer {
             child,
             url: String::new(),
@@ -97,45 +90,21 @@ impl NatsServer {
 
     /// Runs `wharf-bench --driver <driver> <args> --json FILE` against this server.
     fn bench(&self, driver: &str, args: &[&str]) -> Value {
-        let out = self.run(driver, args);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "wharf-bench --driver {driver} {args:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(stdout.contains("msgs/s"), "no table on stdout:\n{stdout}");
-        let text = std::fs::read_to_string(self.report()).expect("the --json file");
-        serde_json::from_str(&text).expect("the --json file parses")
+        let all = ["--driver", driver, "--brokers", &self.url].into_iter();
+        bench_report(all.chain(args.iter().copied()), &self.report())
     }
 
     fn report(&self) -> PathBuf {
         self.dir.path().join("report.json")
     }
 
+    /// Runs `wharf-bench --driver <driver> <args> --json FILE`, whatever its outcome.
     fn run(&self, driver: &str, args: &[&str]) -> std::process::Output {
         let _ = std::fs::remove_file(self.report());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wharf-bench"))
-            .args(["--driver", driver, "--brokers", &self.url])
-            .args(args)
-            .arg("--json")
-            .arg(self.report())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn wharf-bench");
-        let deadline = Instant::now() + RUN_TIMEOUT;
-        while child.try_wait().expect("try_wait").is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("wharf-bench {args:?} did not finish within {RUN_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child.wait_with_output().expect("wharf-bench output")
+        let report = self.report();
+        let all = ["--driver", driver, "--brokers", &self.url].into_iter();
+        let all = all.chain(args.iter().copied()).map(OsStr::new);
+        run_bench(all.chain([OsStr::new("--json"), report.as_os_str()]))
     }
 
     /// The directory of stream `name` in the JetStream store (global account).
