@@ -169,6 +169,21 @@ fn corrupt(path: &Path, pos: u64, why: &str) -> LogError {
     }
 }
 
+/// Zeroed space kept ahead of the active segment's end under `always`, between these
+/// bounds (it grows with the segment): see [`Log::preallocate_ahead`].
+const PREALLOCATE_MIN: u64 = 16 * 1024;
+const PREALLOCATE_MAX: u64 = 256 * 1024;
+/// Syncs of more unsynced bytes than this get no preallocation.
+const PREALLOCATE_MAX_SYNC: u64 = 64 * 1024;
+
+/// What one sync covers (see [`Log::sync_target`]).
+pub(crate) struct SyncTarget {
+    pub(crate) files: Vec<(Arc<File>, PathBuf)>,
+    pub(crate) offset: u64,
+    pub(crate) pos: u64,
+    pub(crate) generation: u64,
+}
+
 /// A partition log. Not thread-safe on its own: [`crate::SharedLog`] wraps it.
 pub struct Log {
     dir: PathBuf,
@@ -436,6 +451,7 @@ impl Log {
         if let Err(e) = seg.file.write_all_at(batches, at) {
             // Put the file back as it was; if even that fails the file's tail is unknown.
             let path = seg.path.clone();
+            seg.allocated = at;
             if let Err(e2) = seg.file.set_len(at) {
                 self.poison(format!("write failed ({e}) and could not be undone ({e2})"));
             }
@@ -464,6 +480,7 @@ impl Log {
             rel_offset += h.last_offset_delta as u64 + 1;
         }
         seg.size += len;
+        seg.allocated = seg.allocated.max(seg.size);
         seg.next_offset = next;
         seg.dirty = true;
         seg.first_append_ms.get_or_insert(now_ms);
@@ -518,6 +535,11 @@ impl Log {
         let policy = self.config.flush;
         let dir = self.dir.clone();
         let seg = self.active_mut();
+        // A sealed segment is exactly its batches: cut the zeros written ahead.
+        if let Err(e) = seg.trim() {
+            self.poison(e.to_string());
+            return Err(e);
+        }
         if policy != FlushPolicy::Never {
             if let Err(e) = seg.sync() {
                 self.poison(e.to_string());
@@ -536,26 +558,69 @@ impl Log {
 
     /// What a sync of the log must cover now: the dirty segment files, the offset and
     /// position they reach, and the generation for [`Log::mark_durable`].
-    pub(crate) fn sync_target(&self) -> (Vec<(Arc<File>, PathBuf)>, u64, u64, u64) {
-        let files = self
-            .segments
-            .iter()
-            .filter(|s| s.dirty)
-            .map(|s| (s.file.clone(), s.path.clone()))
-            .collect();
-        (
-            files,
-            self.log_end_offset(),
-            self.active().size,
-            self.generation,
-        )
+    pub(crate) fn sync_target(&self) -> SyncTarget {
+        SyncTarget {
+            files: self
+                .segments
+                .iter()
+                .filter(|s| s.dirty)
+                .map(|s| (s.file.clone(), s.path.clone()))
+                .collect(),
+            offset: self.log_end_offset(),
+            pos: self.active().size,
+            generation: self.generation,
+        }
+    }
+
+    /// Under `always`, while syncs are small (a small produce request each), keeps zeroed
+    /// space ahead of the active segment's end, so that syncs write only data (see
+    /// [`Segment::preallocate`]). Called right after a sync covering `synced_bytes`
+    /// completed: the zeros are written then and their writeback starts at once, so it
+    /// is done, or nearly, when the next sync needs the disk. Large syncs already spread
+    /// the cost of growing the file over many bytes, so they get none, and the zeros
+    /// cost no extra writes there.
+    pub(crate) fn preallocate_ahead(&mut self, synced_bytes: u64) {
+        if self.config.flush != FlushPolicy::Always || self.closed || self.poisoned.is_some() {
+            return;
+        }
+        if synced_bytes == 0 || synced_bytes > PREALLOCATE_MAX_SYNC {
+            return;
+        }
+        let limit = self.config.segment_bytes;
+        let Some(seg) = self.segments.last_mut() else {
+            return;
+        };
+        // Grow with the segment, so that a partition written a little holds little.
+        let chunk = (seg.size / 2).clamp(PREALLOCATE_MIN, PREALLOCATE_MAX);
+        if seg.allocated >= seg.size + chunk / 2 {
+            return;
+        }
+        // Past the roll point is no use; a whole number of pages.
+        let to = (seg.size + chunk)
+            .min(limit.max(seg.size))
+            .next_multiple_of(4096);
+        if to <= seg.allocated {
+            return;
+        }
+        if let Err(e) = seg.preallocate(to) {
+            warn!(dir = %self.dir.display(), error = %e,
+                "could not preallocate segment space; appends grow the file");
+        }
     }
 
     /// Records that an fdatasync covered the log up to `offset` (at byte `pos` of the
     /// active segment) as it was in `generation`.
-    pub(crate) fn mark_durable(&mut self, offset: u64, pos: u64, generation: u64, files: usize) {
+    /// Returns how many bytes of the active segment became durable (0 when the sync
+    /// covered nothing new).
+    pub(crate) fn mark_durable(
+        &mut self,
+        offset: u64,
+        pos: u64,
+        generation: u64,
+        files: usize,
+    ) -> u64 {
         if generation != self.generation || offset > self.log_end_offset() {
-            return;
+            return 0;
         }
         if files > 0 && offset == self.log_end_offset() {
             for s in &mut self.segments {
@@ -563,9 +628,12 @@ impl Log {
             }
         }
         if offset > self.committed {
+            let synced = pos.saturating_sub(self.committed_pos);
             self.committed = offset;
             self.committed_pos = pos;
+            return synced;
         }
+        0
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -815,6 +883,7 @@ impl Log {
         if self.closed {
             return Ok(());
         }
+        self.active_mut().trim()?;
         self.sync()?;
         let dir = self.dir.clone();
         let last = self.segments.len() - 1;

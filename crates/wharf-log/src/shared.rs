@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::log::CheckedBatch;
+use crate::log::{CheckedBatch, SyncTarget};
 use crate::{
     AppendInfo, FlushPolicy, Log, LogConfig, LogError, ReadPlan, ReadResult, RecoveryReport,
     Result, RetentionReport,
@@ -331,7 +331,12 @@ impl SharedLog {
 
     /// One fdatasync of everything written so far, outside the append lock.
     fn sync_once(&self) -> Result<()> {
-        let (files, offset, pos, generation) = self.log().sync_target();
+        let SyncTarget {
+            files,
+            offset,
+            pos,
+            generation,
+        } = self.log().sync_target();
         if !files.is_empty() {
             self.syncs.fetch_add(1, Ordering::Relaxed);
         }
@@ -360,8 +365,9 @@ impl SharedLog {
             );
         }
         let mut log = self.log();
-        log.mark_durable(offset, pos, generation, files.len());
+        let synced_bytes = log.mark_durable(offset, pos, generation, files.len());
         self.publish(&log);
+        log.preallocate_ahead(synced_bytes);
         Ok(())
     }
 

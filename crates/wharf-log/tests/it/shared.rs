@@ -173,3 +173,107 @@ fn only_reads_of_the_last_few_mib_of_the_active_segment_count_as_hot() {
     assert!(!log.plan_read(end - 1, 1 << 20).expect("plan").is_hot());
     assert!(log.plan_read(end, 1 << 20).expect("plan").is_hot());
 }
+
+/// The `.log` files in `dir`, oldest first, with their lengths on disk.
+fn segment_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .map(|p| {
+            let len = std::fs::metadata(&p).expect("stat").len();
+            (p, len)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn small_durable_appends_write_into_zeroed_space_that_rest_and_recovery_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig {
+        segment_bytes: 256 * 1024,
+        ..LogConfig::default()
+    };
+    let log = SharedLog::open(dir.path(), cfg.clone()).expect("open");
+    let mut stored = 0u64;
+    for i in 0..20 {
+        stored += log.append(&mut batch(i, 1, 500, 0)).expect("append").bytes as u64;
+    }
+    // The active segment holds zeros past its batches, on a 4 KiB boundary.
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 1);
+    let (path, len) = &files[0];
+    assert!(
+        len > &stored,
+        "no space written ahead: {len} bytes on disk, {stored} stored"
+    );
+    assert_eq!(len % 4096, 0);
+    let bytes = std::fs::read(path).expect("read segment");
+    assert!(bytes[stored as usize..].iter().all(|&b| b == 0));
+    // Readers see only the batches.
+    let read = log.read(0, usize::MAX).expect("read");
+    assert_eq!(read.bytes.len() as u64, stored);
+    assert_eq!(split(&read.bytes).len(), 20);
+
+    // A crash (no close) leaves the zeros; reopening cuts them without calling it damage,
+    // and appends continue right after the last batch.
+    drop(log);
+    let log = SharedLog::open(dir.path(), cfg.clone()).expect("reopen after a crash");
+    let report = log.recovery_report();
+    assert!(!report.clean);
+    assert_eq!(report.truncated_bytes, 0, "{report:?}");
+    assert_eq!(log.log_end_offset(), 20);
+    assert_eq!(segment_files(dir.path())[0].1, stored);
+    let info = log
+        .append(&mut batch(20, 1, 500, 0))
+        .expect("append after reopen");
+    assert_eq!(info.base_offset, 20);
+    stored += info.bytes as u64;
+
+    // Fill past the segment size: the sealed segment is exactly its batches.
+    let mut sealed_end = stored;
+    for i in 21..600 {
+        let before = log.log_end_offset();
+        let info = log.append(&mut batch(i, 1, 500, 0)).expect("append");
+        if segment_files(dir.path()).len() > 1 {
+            assert_eq!(info.base_offset, before);
+            break;
+        }
+        stored += info.bytes as u64;
+        sealed_end = stored;
+    }
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 2, "the segment rolled");
+    assert_eq!(files[0].1, sealed_end, "sealed segment holds zeros");
+
+    // A clean close leaves the active segment exactly its batches too.
+    let end = log.log_end_offset();
+    log.close().expect("close");
+    drop(log);
+    // `split` fails on anything but whole batches, zeros included; one record each.
+    let batches: usize = segment_files(dir.path())
+        .iter()
+        .map(|(p, _)| split(&std::fs::read(p).expect("read")).len())
+        .sum();
+    assert_eq!(batches as u64, end);
+    let log = SharedLog::open(dir.path(), cfg).expect("reopen");
+    assert!(log.recovery_report().clean);
+    assert_eq!(log.log_end_offset(), end);
+}
+
+#[test]
+fn large_durable_appends_get_no_zeroed_space() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = SharedLog::open(dir.path(), LogConfig::default()).expect("open");
+    let mut stored = 0u64;
+    for i in 0..4 {
+        // Each sync covers one ~100 KiB batch: the file only grows by what is stored.
+        stored += log
+            .append(&mut batch(i, 100, 1000, 0))
+            .expect("append")
+            .bytes as u64;
+    }
+    assert_eq!(segment_files(dir.path())[0].1, stored);
+}
