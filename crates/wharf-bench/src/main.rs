@@ -2,6 +2,7 @@
 //! protocols. It never links the broker: it only talks to it over the network.
 
 mod amqp;
+mod disk;
 mod driver;
 mod kafka;
 mod nats;
@@ -161,6 +162,28 @@ enum Workload {
         #[arg(long, default_value_t = 1)]
         consumers: usize,
     },
+    /// No broker: writes --size bytes and fdatasyncs them, --rate times a second, in a
+    /// file under --dir, each write timed from when it was due (as `latency` times
+    /// messages): the disk's own latency at that rate, the floor under any broker that
+    /// syncs before it acknowledges.
+    Disk {
+        /// Directory for the scratch file (deleted afterwards): the broker's disk.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Writes per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Bytes per write.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// append: each write grows the file; overwrite: writes land in zeroed space
+        /// written and synced first (as Wharf's preallocated segments).
+        #[arg(long, value_enum, default_value_t = disk::Mode::Overwrite)]
+        mode: disk::Mode,
+    },
     /// Draws the latency percentiles of earlier runs (their --json reports) into one
     /// PNG, one curve each: `wharf-bench plot --out lat.png wharf=a.json rabbitmq=b.json`.
     Plot {
@@ -255,6 +278,38 @@ fn run(cli: Cli) -> Result<()> {
     {
         return plot_reports(out, title, reports);
     }
+    if let Workload::Disk {
+        dir,
+        rate,
+        size,
+        duration,
+        mode,
+    } = &cli.workload
+    {
+        if !(duration.is_finite() && *duration > 0.0) {
+            bail!("--duration must be a positive number of seconds, not {duration}");
+        }
+        let report = disk::run(dir, *mode, *rate, *size, Duration::from_secs_f64(*duration))?;
+        let json = serde_json::to_string_pretty(&report)?;
+        if let Some(path) = &cli.global.json {
+            std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
+        }
+        let (l, s) = (&report.latency, &report.sync);
+        println!(
+            "disk ({:?}, {} B at {}/s): from due p50 {} µs  p99 {} µs  p99.9 {} µs  max {} µs; \
+             fdatasync alone p50 {} µs  p99 {} µs",
+            report.mode,
+            report.size,
+            report.rate,
+            l.p50_us,
+            l.p99_us,
+            l.p999_us,
+            l.max_us,
+            s.p50_us,
+            s.p99_us
+        );
+        return Ok(());
+    }
     let mut extra = Vec::new();
     for prop in &cli.global.property {
         let (k, v) = prop
@@ -293,7 +348,7 @@ fn run(cli: Cli) -> Result<()> {
         Workload::Latency { run, producer, .. } => ("latency", run, producer),
         Workload::Fanout { run, producer, .. } => ("fanout", run, producer),
         Workload::Partitions { run, producer, .. } => ("partitions", run, producer),
-        Workload::Plot { .. } => unreachable!("handled above"),
+        Workload::Plot { .. } | Workload::Disk { .. } => unreachable!("handled above"),
     };
     let mut run = run.clone();
     let partitions = *run
@@ -352,7 +407,7 @@ fn run(cli: Cli) -> Result<()> {
         Workload::Partitions { consumers, .. } => {
             workload::partitions(&params, (*consumers).max(1), &run_id)
         }
-        Workload::Plot { .. } => unreachable!("handled above"),
+        Workload::Plot { .. } | Workload::Disk { .. } => unreachable!("handled above"),
     };
     done.store(true, Ordering::Relaxed);
     let _ = ticker.join();
@@ -374,7 +429,7 @@ fn run(cli: Cli) -> Result<()> {
         Workload::Latency { rate, .. } => serde_json::json!({ "rate": rate }),
         Workload::Fanout { groups, .. } => serde_json::json!({ "groups": groups }),
         Workload::Partitions { consumers, .. } => serde_json::json!({ "consumers": consumers }),
-        Workload::Plot { .. } => unreachable!("handled above"),
+        Workload::Plot { .. } | Workload::Disk { .. } => unreachable!("handled above"),
     };
     let mut params_json = serde_json::json!({ "run": run, "producer": producer });
     if let (DriverKind::Amqp, Some(all)) = (cli.global.driver, params_json.as_object_mut()) {

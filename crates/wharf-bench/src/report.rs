@@ -54,6 +54,22 @@ pub struct Latency {
     pub curve: Vec<(f64, u64)>,
 }
 
+impl Latency {
+    /// The summary of a non-empty histogram of microseconds.
+    pub fn from_histogram(h: &hdrhistogram::Histogram<u64>) -> Latency {
+        Latency {
+            count: h.len(),
+            mean_us: h.mean(),
+            p50_us: h.value_at_quantile(0.50),
+            p90_us: h.value_at_quantile(0.90),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+            curve: curve(h),
+        }
+    }
+}
+
 /// Points of the percentile curve: 10 per decade of nines.
 const CURVE_STEPS_PER_NINE: u32 = 10;
 
@@ -114,16 +130,7 @@ impl Report {
             .latency
             .as_ref()
             .filter(|h| !h.is_empty())
-            .map(|h| Latency {
-                count: h.len(),
-                mean_us: h.mean(),
-                p50_us: h.value_at_quantile(0.50),
-                p90_us: h.value_at_quantile(0.90),
-                p99_us: h.value_at_quantile(0.99),
-                p999_us: h.value_at_quantile(0.999),
-                max_us: h.max(),
-                curve: curve(h),
-            });
+            .map(Latency::from_histogram);
         Report {
             workload,
             driver: format!("{:?}", global.driver).to_lowercase(),

@@ -426,3 +426,48 @@ fn latency_percentiles_are_plotted_for_one_run_and_for_several() {
     );
     assert!(!refused.exists());
 }
+
+#[test]
+fn disk_times_every_write_from_when_it_was_due_and_leaves_no_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scratch = dir.path().join("scratch");
+    for mode in ["append", "overwrite"] {
+        let json = dir.path().join(format!("disk-{mode}.json"));
+        let out = run_bench([
+            "--json".as_ref(),
+            json.as_os_str(),
+            "disk".as_ref(),
+            "--dir".as_ref(),
+            scratch.as_os_str(),
+            "--rate".as_ref(),
+            "400".as_ref(),
+            "--duration".as_ref(),
+            "0.5".as_ref(),
+            "--mode".as_ref(),
+            mode.as_ref(),
+        ]);
+        assert!(
+            out.status.success(),
+            "wharf-bench disk failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("--json file"))
+            .expect("parses");
+        assert_eq!(r["mode"], mode);
+        assert_eq!(r["writes"], 200, "{r}");
+        assert_eq!(r["latency"]["count"], 200, "{r}");
+        assert_eq!(r["sync"]["count"], 200, "{r}");
+        // Timed from when due, a write's latency includes its fdatasync.
+        let (p50, sync_p50) = (&r["latency"]["p50_us"], &r["sync"]["p50_us"]);
+        assert!(p50.as_u64() >= sync_p50.as_u64(), "{r}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("from due p50"), "{stdout}");
+        // The scratch file is gone.
+        let left: Vec<_> = std::fs::read_dir(&scratch).expect("dir").collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+    // Bad input is refused with a message.
+    let out = run_bench(["disk", "--dir", "/tmp", "--rate", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"));
+}
