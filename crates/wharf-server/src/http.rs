@@ -1,32 +1,253 @@
-//! The HTTP front-end. Today: `GET /health`, and JSON errors for everything else.
+//! The HTTP front-end: `GET /health`, the topic admin API under `/v1/topics`, and its
+//! OpenAPI document at `GET /v1/openapi.json`.
 //!
 //! Every error body has one shape, so clients parse one thing:
-//! `{"error":{"code":"not_found","message":"…"}}`.
+//! `{"error":{"code":"not_found","message":"…"}}`. That includes what axum would
+//! otherwise answer in plain text: request bodies go through [`JsonBody`], never
+//! `axum::Json`, and unknown routes and methods have JSON fallbacks.
+//!
+//! A request flows: the router matches the route, [`JsonBody`] checks the Content-Type,
+//! reads the body up to the route's limit and decodes it (unknown fields refused), the
+//! handler in `topics` calls `wharf_core::Broker`, and a [`CoreError`] becomes an
+//! [`ApiError`] (status and code) in one place, [`ApiError::from`].
+//!
+//! The OpenAPI document is derived (utoipa) from the same request and response types
+//! the handlers use, so a changed field shows up in both.
 
-use axum::http::{Method, StatusCode, Uri};
+mod topics;
+
+use std::sync::{Arc, LazyLock};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::json;
+use tracing::error;
+use utoipa::{OpenApi, ToSchema};
+use wharf_core::{Broker, CoreError};
 
-/// The HTTP API's routes. No broker state yet: `/health` needs none, because the
-/// listener is bound only after the broker opened. The queues API will add it.
-pub fn router() -> Router {
+/// Largest request body the admin routes (`/v1/topics…`) accept: a topic definition is
+/// a few hundred bytes, so anything near this is a mistake, refused with 413 before
+/// it is buffered whole.
+pub const ADMIN_BODY_LIMIT: usize = 1 << 20;
+
+/// The HTTP API's routes, over the open broker. The listener is bound only after
+/// `Broker::open`, so `/health` answering means ready.
+pub fn router(broker: Arc<Broker>) -> Router {
+    let admin = Router::new()
+        .route(
+            "/v1/topics",
+            get(topics::list_topics).post(topics::create_topic),
+        )
+        .route(
+            "/v1/topics/{topic}",
+            get(topics::get_topic).delete(topics::delete_topic),
+        )
+        .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT));
     Router::new()
         .route("/health", get(health))
+        .route("/v1/openapi.json", get(openapi))
+        .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .with_state(broker)
+}
+
+/// The OpenAPI 3 document of every route above.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Wharf HTTP API",
+        description = "Topic administration over HTTP/JSON. Every error answers `{\"error\":{\"code\":…,\"message\":…}}`."
+    ),
+    paths(
+        health,
+        openapi,
+        topics::create_topic,
+        topics::list_topics,
+        topics::get_topic,
+        topics::delete_topic
+    ),
+    components(schemas(ErrorBody, ErrorDetail, Health))
+)]
+pub struct ApiDoc;
+
+/// The error body every failed request answers with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable machine-readable `code` and a readable `message`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// One of `invalid_json`, `invalid_argument`, `invalid_body`, `not_found`,
+    /// `already_exists`, `method_not_allowed`, `unsupported_media_type`,
+    /// `payload_too_large`, `unavailable`, `internal`.
+    #[schema(example = "not_found")]
+    pub code: String,
+    pub message: String,
+}
+
+/// A failed request: the status and the JSON error body.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.status, self.code, self.message)
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> ApiError {
+        use CoreError as E;
+        let (status, code) = match &e {
+            E::InvalidTopicName { .. }
+            | E::InvalidConfig { .. }
+            | E::UnknownConfig { .. }
+            | E::UnsupportedConfig { .. }
+            | E::InvalidPartitions { .. } => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            E::TopicExists { .. } => (StatusCode::CONFLICT, "already_exists"),
+            E::UnknownTopic { .. } | E::UnknownPartition { .. } => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+            E::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            _ => {
+                error!(error = %e, "HTTP request failed in the broker");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        };
+        ApiError::new(status, code, e.to_string())
+    }
 }
 
 /// A JSON error response with a stable machine-readable `code`.
 pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = json!({ "error": { "code": code, "message": message.into() } });
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.to_string(),
+            message: message.into(),
+        },
+    };
     (status, Json(body)).into_response()
 }
 
+/// A JSON request body, decoded into `T`. Unlike `axum::Json`, every rejection is an
+/// [`ApiError`]: 415 without a JSON Content-Type, 413 past the route's
+/// `DefaultBodyLimit`, 400 `invalid_json` with serde's message (which names an
+/// unknown or missing field, or the line and column of a syntax error).
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the request body must be JSON, sent with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("the request body is larger than {ADMIN_BODY_LIMIT} bytes"),
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", r.body_text())
+            }
+        })?;
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("invalid JSON body: {e}"),
+            )
+        })
+    }
+}
+
+/// `application/json` or `application/<something>+json`, with any parameters.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// `GET /health`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    status: &'static str,
+    version: &'static str,
+}
+
 /// 200 once the broker is open: the listener is bound only after `Broker::open`.
-async fn health() -> Response {
-    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") })).into_response()
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    responses((status = 200, description = "The broker is open and serving", body = Health))
+)]
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// The document, built once.
+static OPENAPI_JSON: LazyLock<serde_json::Value> = LazyLock::new(|| {
+    serde_json::to_value(ApiDoc::openapi())
+        .unwrap_or_else(|e| json!({ "error": { "code": "internal", "message": e.to_string() } }))
+});
+
+/// This API's OpenAPI 3 document.
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3 document", content_type = "application/json"))
+)]
+async fn openapi() -> Json<&'static serde_json::Value> {
+    Json(&OPENAPI_JSON)
 }
 
 async fn not_found(method: Method, uri: Uri) -> Response {
@@ -43,4 +264,41 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
         "method_not_allowed",
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        let check = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, v.parse().expect("header value"));
+            is_json(&h)
+        };
+        assert!(check("application/json"));
+        assert!(check("Application/JSON; charset=utf-8"));
+        assert!(check("application/merge-patch+json"));
+        assert!(!check("text/plain"));
+        assert!(!check("application/x-www-form-urlencoded"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn the_openapi_document_names_every_route() {
+        let doc = &*OPENAPI_JSON;
+        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+        let paths = &doc["paths"];
+        for (path, method) in [
+            ("/health", "get"),
+            ("/v1/openapi.json", "get"),
+            ("/v1/topics", "get"),
+            ("/v1/topics", "post"),
+            ("/v1/topics/{topic}", "get"),
+            ("/v1/topics/{topic}", "delete"),
+        ] {
+            assert!(paths[path][method].is_object(), "{method} {path}: {doc:#}");
+        }
+    }
 }

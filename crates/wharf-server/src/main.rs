@@ -167,7 +167,7 @@ async fn serve_listeners(
     http_addr: std::net::SocketAddr,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let kafka = KafkaListener::bind(kafka_addr, broker, kafka_config)
+    let kafka = KafkaListener::bind(kafka_addr, Arc::clone(&broker), kafka_config)
         .await
         .with_context(|| format!("binding the Kafka listener on {kafka_addr}"))?;
     let bound = kafka
@@ -185,7 +185,7 @@ async fn serve_listeners(
     // the HTTP listener cannot be bound.
     let (kafka_stop, kafka_stopped) = watch::channel(false);
     let kafka_task = tokio::spawn(kafka.serve(stopped(kafka_stopped)));
-    let http = serve_http(http_addr, stop).await;
+    let http = serve_http(http_addr, broker, stop).await;
     let _ = kafka_stop.send(true);
     if let Err(e) = kafka_task.await {
         error!(error = %e, "the Kafka listener task failed");
@@ -196,6 +196,7 @@ async fn serve_listeners(
 /// Binds the HTTP listener (only now that the broker is open) and serves until `stop`.
 async fn serve_http(
     http_addr: std::net::SocketAddr,
+    broker: Arc<Broker>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(http_addr)
@@ -208,7 +209,7 @@ async fn serve_http(
     info!("wharf ready");
 
     let server =
-        axum::serve(listener, http::router()).with_graceful_shutdown(stopped(stop.clone()));
+        axum::serve(listener, http::router(broker)).with_graceful_shutdown(stopped(stop.clone()));
     let mut server = tokio::spawn(async move { server.await });
     tokio::select! {
         joined = &mut server => {
