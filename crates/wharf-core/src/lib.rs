@@ -14,6 +14,7 @@ mod broker;
 mod error;
 pub mod group;
 pub mod producer;
+pub mod records;
 pub mod registry;
 mod topic;
 

@@ -1,0 +1,179 @@
+//! Records out of stored batches, for front-ends that hand messages out one by one
+//! (HTTP queue pulls, dead letters) rather than as the batches Kafka fetches serve.
+//!
+//! Stored batches are Kafka RecordBatch v2, possibly compressed by the producer
+//! (gzip, snappy, lz4, zstd); kafka-protocol's decoder inflates them. Batches were
+//! checked (length, magic, CRC-32C) when appended and again when recovered, so a
+//! batch that fails to decode here is reported, not trusted.
+
+use bytes::Bytes;
+use kafka_protocol::records::RecordBatchDecoder;
+use wharf_log::batch::BatchHeader;
+
+/// One record as a consumer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub offset: u64,
+    /// Milliseconds since the epoch: the producer's create time, or the broker's log
+    /// append time when the batch says so.
+    pub timestamp_ms: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    /// In the order the producer sent them; a name may repeat.
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+impl Message {
+    /// The first header named `name`, if it is there and has a value.
+    pub fn header(&self, name: &str) -> Option<&Bytes> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_ref())
+    }
+
+    /// The first header named `name` read as a decimal integer.
+    pub fn header_i64(&self, name: &str) -> Option<i64> {
+        std::str::from_utf8(self.header(name)?)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+/// What [`decode`] found in a run of whole batches.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Data records at or after the requested offset, in offset order. Control records
+    /// (transaction markers) are left out.
+    pub messages: Vec<Message>,
+    /// One past the last offset of the last batch decoded: every offset from the
+    /// requested one up to this that is not in `messages` holds no data record.
+    pub end_offset: u64,
+}
+
+/// A batch that would not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable record batch at offset {offset}: {reason}")]
+pub struct DecodeError {
+    pub offset: u64,
+    pub reason: String,
+}
+
+/// Decodes the whole batches in `bytes` (as [`crate::Broker::read`] returns them),
+/// keeping the records at or after `from`. A trailing partial batch is ignored.
+pub fn decode(bytes: &[u8], from: u64) -> Result<Decoded, DecodeError> {
+    let mut out = Decoded {
+        messages: Vec::new(),
+        end_offset: from,
+    };
+    let mut pos = 0;
+    while let Some(header) = BatchHeader::parse(&bytes[pos..]) {
+        let Some(len) = header.total_len() else { break };
+        let Some(batch) = bytes.get(pos..pos + len) else {
+            break;
+        };
+        pos += len;
+        let base = u64::try_from(header.base_offset).unwrap_or(0);
+        let end = u64::try_from(header.last_offset()).unwrap_or(0) + 1;
+        if end <= from {
+            continue;
+        }
+        out.end_offset = out.end_offset.max(end);
+        if header.is_control() {
+            continue;
+        }
+        let mut buf = Bytes::copy_from_slice(batch);
+        let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| DecodeError {
+            offset: base,
+            reason: e.to_string(),
+        })?;
+        for r in set.records {
+            let Ok(offset) = u64::try_from(r.offset) else {
+                continue;
+            };
+            if offset < from || r.control {
+                continue;
+            }
+            out.messages.push(Message {
+                offset,
+                timestamp_ms: r.timestamp,
+                key: r.key,
+                value: r.value,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wharf_log::batch::{set_base_offset, Record, RecordBatchBuilder};
+
+    fn batch(base: i64, values: &[&str]) -> Vec<u8> {
+        let mut b = RecordBatchBuilder::new();
+        for (i, v) in values.iter().enumerate() {
+            b.push(&Record {
+                key: Some(b"k"),
+                value: Some(v.as_bytes()),
+                headers: vec![("h", Some(b"7")), ("n", None)],
+                timestamp: 1000 + i as i64,
+            });
+        }
+        let mut bytes = b.build();
+        set_base_offset(&mut bytes, base);
+        bytes
+    }
+
+    #[test]
+    fn decodes_records_from_the_requested_offset_across_batches() {
+        let mut bytes = batch(10, &["a", "b", "c"]);
+        bytes.extend(batch(13, &["d"]));
+        let d = decode(&bytes, 11).unwrap();
+        let got: Vec<_> = d
+            .messages
+            .iter()
+            .map(|m| (m.offset, m.value.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (11, Some(Bytes::from("b"))),
+                (12, Some(Bytes::from("c"))),
+                (13, Some(Bytes::from("d")))
+            ]
+        );
+        assert_eq!(d.end_offset, 14);
+        assert_eq!(d.messages[0].timestamp_ms, 1001);
+        assert_eq!(d.messages[0].header_i64("h"), Some(7));
+        assert_eq!(d.messages[0].header("n"), None);
+        assert_eq!(d.messages[0].key.as_deref(), Some(&b"k"[..]));
+    }
+
+    #[test]
+    fn a_partial_trailing_batch_is_left_for_the_next_read() {
+        let mut bytes = batch(0, &["a"]);
+        let second = batch(1, &["b"]);
+        bytes.extend(&second[..second.len() - 3]);
+        let d = decode(&bytes, 0).unwrap();
+        assert_eq!(d.messages.len(), 1);
+        assert_eq!(d.end_offset, 1);
+    }
+
+    #[test]
+    fn a_batch_that_does_not_decode_is_an_error_naming_its_offset() {
+        let mut bytes = batch(5, &["a", "b"]);
+        // Claim a third record that is not there.
+        let count_at = 57;
+        bytes[count_at..count_at + 4].copy_from_slice(&3i32.to_be_bytes());
+        let e = decode(&bytes, 0).unwrap_err();
+        assert_eq!(e.offset, 5);
+    }
+}
