@@ -13,6 +13,7 @@
 mod broker;
 mod error;
 pub mod group;
+pub mod journal;
 pub mod producer;
 pub mod registry;
 mod topic;
