@@ -15,6 +15,7 @@ mod error;
 pub mod group;
 pub mod journal;
 pub mod producer;
+pub mod queue;
 pub mod registry;
 mod topic;
 
