@@ -73,6 +73,11 @@ pub enum CoreError {
     #[error("group offsets file {path} is corrupt: {reason}")]
     CorruptGroupJournal { path: PathBuf, reason: String },
 
+    /// Another journal's snapshot or journal header (see `crate::journal`) cannot be
+    /// understood (a torn journal tail is not this: it is cut and logged).
+    #[error("journal file {path} is corrupt: {reason}")]
+    CorruptJournal { path: PathBuf, reason: String },
+
     /// Another process holds the data directory's lock.
     #[error("data directory {dir} is locked: {lock} is held by another process (is another wharf running on this data directory?)", lock = dir.join(".lock").display())]
     DataDirLocked { dir: PathBuf },

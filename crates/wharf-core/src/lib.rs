@@ -13,7 +13,9 @@
 mod broker;
 mod error;
 pub mod group;
+pub mod journal;
 pub mod producer;
+pub mod queue;
 pub mod records;
 pub mod registry;
 mod topic;

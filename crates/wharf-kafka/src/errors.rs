@@ -44,6 +44,7 @@ pub fn kafka_error(e: &CoreError) -> ResponseError {
         }
         CoreError::CorruptRegistry { .. }
         | CoreError::CorruptGroupJournal { .. }
+        | CoreError::CorruptJournal { .. }
         | CoreError::CorruptProducerIds { .. }
         | CoreError::DataDirLocked { .. }
         | CoreError::Io { .. }

@@ -35,6 +35,7 @@ use super::state::{
     SyncResponse, TopicPartition,
 };
 use crate::error::{CoreError, Result};
+use crate::journal::JournalError;
 
 /// One partition's offset in an OffsetCommit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +217,17 @@ fn shut_down() -> GroupError {
     GroupError::unavailable("the broker is shutting down")
 }
 
+/// The outcome of a journal submission, as the requester sees it.
+fn durable(
+    r: std::result::Result<Result<(), JournalError>, oneshot::error::RecvError>,
+) -> Result<(), GroupError> {
+    match r {
+        Ok(r) => r.map_err(GroupError::from),
+        // The writer dropped the sender without answering: it is stopping.
+        Err(_) => Err(shut_down()),
+    }
+}
+
 impl GroupCoordinator {
     /// Opens the coordinator on `data_dir` (recovering `groups/`) and starts its tick
     /// task. The caller must own the data directory exclusively ([`crate::Broker::open`]
@@ -262,7 +274,7 @@ impl GroupCoordinator {
             data_dir,
             recovered,
             config.journal_compact_bytes,
-            Box::new(move |ops| lock(&for_journal).apply(ops)),
+            Some(Box::new(move |ops| lock(&for_journal).apply(ops))),
         )?;
         let inner = Arc::new(Inner {
             live,
@@ -498,7 +510,7 @@ impl GroupCoordinator {
             self.inner.journal.submit(ops, Some(tx))?;
             (results, rx)
         };
-        rx.await.unwrap_or_else(|_| Err(shut_down()))?;
+        durable(rx.await)?;
         Ok(results)
     }
 
@@ -579,7 +591,7 @@ impl GroupCoordinator {
             self.inner.journal.submit(ops, Some(tx))?;
             (results, rx)
         };
-        rx.await.unwrap_or_else(|_| Err(shut_down()))?;
+        durable(rx.await)?;
         Ok(results)
     }
 
@@ -625,7 +637,7 @@ impl GroupCoordinator {
         for (id, queued) in waiting {
             let result = match queued {
                 Ok(rx) => {
-                    let r = rx.await.unwrap_or_else(|_| Err(shut_down()));
+                    let r = durable(rx.await);
                     if r.is_err() {
                         if let Some(g) = lock(&self.inner.live).groups.get_mut(&id) {
                             g.revive();
@@ -645,7 +657,7 @@ impl GroupCoordinator {
     fn queue_delete(
         &self,
         id: &str,
-    ) -> Result<oneshot::Receiver<Result<(), GroupError>>, GroupError> {
+    ) -> Result<oneshot::Receiver<Result<(), JournalError>>, GroupError> {
         self.check_open()?;
         Self::check_group_id(id)?;
         let mut live = lock(&self.inner.live);
@@ -665,7 +677,7 @@ impl GroupCoordinator {
             Some(tx),
         ) {
             g.revive();
-            return Err(e);
+            return Err(e.into());
         }
         Ok(rx)
     }

@@ -120,3 +120,10 @@ impl GroupError {
         }
     }
 }
+
+impl From<crate::journal::JournalError> for GroupError {
+    /// The offsets journal failed or is closed: the coordinator is not available.
+    fn from(e: crate::journal::JournalError) -> GroupError {
+        GroupError::unavailable(e.reason)
+    }
+}
