@@ -20,7 +20,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -277,6 +277,8 @@ pub struct Broker {
     background: Mutex<Option<Background>>,
     /// Declared before `lock`: dropped (its journal thread joined) before the lock goes.
     groups: GroupCoordinator,
+    /// Back-pressure from queue subscriptions, asked before a produce is stored.
+    gate: RwLock<Option<Weak<dyn ProduceGate>>>,
     /// Held until shutdown completes, so no second broker opens the directory while
     /// this one still has logs open.
     lock: Mutex<Option<DirLock>>,
@@ -295,6 +297,17 @@ where
             what,
             reason: e.to_string(),
         })?
+}
+
+/// Decides whether a topic takes new messages now: queue subscriptions over their
+/// backlog limit slow producers down or refuse them.
+pub trait ProduceGate: Send + Sync {
+    /// `Ok` to store; [`CoreError::Throttled`] to slow the producer down (retry soon);
+    /// [`CoreError::BacklogFull`] to refuse.
+    fn admit(&self, topic: &str) -> Result<()>;
+    /// Resolves when a backlog may have shrunk (acks, dead letters, seeks), so a held
+    /// producer looks again; create it before calling `admit`.
+    fn drained(&self) -> tokio::sync::futures::Notified<'_>;
 }
 
 /// A produce whose batches are written, on its way to disk: see
@@ -404,6 +417,7 @@ impl Broker {
             background: Mutex::new(Some(background)),
             lock: Mutex::new(Some(dir_lock)),
             groups,
+            gate: RwLock::new(None),
         })
     }
 
@@ -415,6 +429,60 @@ impl Broker {
     /// The consumer-group coordinator (groups and committed offsets).
     pub fn groups(&self) -> &GroupCoordinator {
         &self.groups
+    }
+
+    /// Installs the back-pressure check every produce passes (the queue subscriptions).
+    pub fn set_produce_gate(&self, gate: Weak<dyn ProduceGate>) {
+        *self.gate.write().unwrap_or_else(PoisonError::into_inner) = Some(gate);
+    }
+
+    /// Asks the produce gate whether `topic` takes messages now: `Ok`, or
+    /// [`CoreError::BacklogFull`] (refuse), or, after holding the producer up to
+    /// `max_wait` for a backlog to drain, how long it was held: a producer held that
+    /// long is then let through, and should be told to slow down by that much.
+    pub async fn admit(&self, topic: &str, max_wait: Duration) -> Result<Duration> {
+        let gate = self
+            .gate
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(Weak::upgrade);
+        let Some(gate) = gate else {
+            return Ok(Duration::ZERO);
+        };
+        let start = tokio::time::Instant::now();
+        loop {
+            let drained = gate.drained();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            match gate.admit(topic) {
+                Ok(()) => return Ok(start.elapsed()),
+                Err(CoreError::Throttled { .. }) if start.elapsed() >= max_wait => {
+                    return Ok(start.elapsed());
+                }
+                Err(CoreError::Throttled { .. }) => {
+                    let _ = tokio::time::timeout_at(start + max_wait, drained).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The produce gate's answer for `topic` without waiting: `Ok`,
+    /// [`CoreError::Throttled`] or [`CoreError::BacklogFull`].
+    pub fn admit_now(&self, topic: &str) -> Result<()> {
+        let gate = self
+            .gate
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(Weak::upgrade);
+        gate.map_or(Ok(()), |g| g.admit(topic))
+    }
+
+    /// Bytes a partition's log holds.
+    pub fn partition_bytes(&self, topic: &str, partition: u32) -> Result<u64> {
+        Ok(self.shared.partition(topic, partition)?.log.size_bytes())
     }
 
     /// The flush policy every partition uses.

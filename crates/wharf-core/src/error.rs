@@ -154,6 +154,51 @@ pub enum CoreError {
     #[error("producer id file {path} is corrupt: {reason}")]
     CorruptProducerIds { path: PathBuf, reason: String },
 
+    /// A subscription setting outside its domain (HTTP 400).
+    #[error("invalid subscription setting `{field}` = {value}: {reason}")]
+    InvalidSubscription {
+        field: String,
+        value: String,
+        reason: String,
+    },
+
+    /// A subscription name breaking the naming rules (HTTP 400).
+    #[error("invalid subscription name {name:?}: {reason}")]
+    InvalidSubscriptionName { name: String, reason: String },
+
+    /// A request the queue API cannot take as given, such as a seek naming both an
+    /// offset and a time (HTTP 400).
+    #[error("{reason}")]
+    InvalidQueueRequest { reason: String },
+
+    /// HTTP 404.
+    #[error("topic {topic:?} has no subscription {name:?}")]
+    UnknownSubscription { topic: String, name: String },
+
+    /// A subscription of the topic is over its backlog limit with policy `block`: the
+    /// producer should retry after a while (HTTP 429 with `Retry-After`; a Kafka produce
+    /// is held back instead).
+    #[error("topic {topic:?}: subscription {subscription:?} is over its backlog limit ({detail}); publishing is slowed until consumers catch up")]
+    Throttled {
+        topic: String,
+        subscription: String,
+        detail: String,
+    },
+
+    /// A subscription of the topic is over its backlog limit with policy `reject`
+    /// (HTTP 409, Kafka `POLICY_VIOLATION`). Nothing was stored.
+    #[error("topic {topic:?}: subscription {subscription:?} is over its backlog limit ({detail}) and refuses new messages")]
+    BacklogFull {
+        topic: String,
+        subscription: String,
+        detail: String,
+    },
+
+    /// The subscriptions journal failed earlier or is closed; nothing more is accepted
+    /// until a restart (HTTP 503).
+    #[error("queue state unavailable: {reason}")]
+    QueueUnavailable { reason: String },
+
     /// The broker is shutting down or has shut down; no new work is accepted.
     #[error("the broker is shutting down")]
     ShuttingDown,

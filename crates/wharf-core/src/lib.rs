@@ -21,8 +21,9 @@ pub mod registry;
 mod topic;
 
 pub use broker::{
-    Broker, BrokerConfig, PartitionOffsets, PendingProduce, DEFAULT_PRODUCER_ID_EXPIRATION,
-    DEFAULT_PRODUCER_SNAPSHOT_INTERVAL_BYTES, DEFAULT_RETENTION_CHECK_INTERVAL, TOPICS_DIR,
+    Broker, BrokerConfig, PartitionOffsets, PendingProduce, ProduceGate,
+    DEFAULT_PRODUCER_ID_EXPIRATION, DEFAULT_PRODUCER_SNAPSHOT_INTERVAL_BYTES,
+    DEFAULT_RETENTION_CHECK_INTERVAL, TOPICS_DIR,
 };
 pub use error::{CoreError, Result};
 pub use group::{GroupConfig, GroupCoordinator, GroupError};

@@ -42,6 +42,15 @@ pub fn kafka_error(e: &CoreError) -> ResponseError {
         CoreError::TransactionsUnsupported { .. } => {
             ResponseError::TransactionalIdAuthorizationFailed
         }
+        // Queue-only errors; a produce meets only the backlog ones.
+        CoreError::BacklogFull { .. } | CoreError::Throttled { .. } => {
+            ResponseError::PolicyViolation
+        }
+        CoreError::InvalidSubscription { .. }
+        | CoreError::InvalidSubscriptionName { .. }
+        | CoreError::InvalidQueueRequest { .. } => ResponseError::InvalidRequest,
+        CoreError::UnknownSubscription { .. } => ResponseError::UnknownTopicOrPartition,
+        CoreError::QueueUnavailable { .. } => ResponseError::KafkaStorageError,
         CoreError::CorruptRegistry { .. }
         | CoreError::CorruptGroupJournal { .. }
         | CoreError::CorruptJournal { .. }

@@ -126,7 +126,14 @@ impl From<CoreError> for ApiError {
             | E::InvalidConfig { .. }
             | E::UnknownConfig { .. }
             | E::UnsupportedConfig { .. }
-            | E::InvalidPartitions { .. } => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            | E::InvalidPartitions { .. }
+            | E::InvalidSubscription { .. }
+            | E::InvalidSubscriptionName { .. }
+            | E::InvalidQueueRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            E::UnknownSubscription { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            E::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "backlog_throttled"),
+            E::BacklogFull { .. } => (StatusCode::CONFLICT, "backlog_full"),
+            E::QueueUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             E::TopicExists { .. } => (StatusCode::CONFLICT, "already_exists"),
             E::UnknownTopic { .. } | E::UnknownPartition { .. } => {
                 (StatusCode::NOT_FOUND, "not_found")

@@ -184,7 +184,9 @@ impl DurablePartition {
         }
     }
 
-    fn mark_done(&mut self, start: u64, end: u64) {
+    /// Marks `start..end` done (dropping their history) and moves the floor past
+    /// every done offset at its bottom.
+    pub fn mark_done(&mut self, start: u64, end: u64) {
         if start >= end {
             return;
         }
@@ -202,6 +204,7 @@ impl DurablePartition {
         for o in metas {
             self.meta.remove(&o);
         }
+        self.advance_floor();
     }
 
     fn advance_floor(&mut self) {
@@ -210,7 +213,8 @@ impl DurablePartition {
         }
     }
 
-    fn reopen(&mut self, offset: u64) {
+    /// Makes a done offset pending again, with no history.
+    pub fn reopen(&mut self, offset: u64) {
         if offset < self.floor {
             self.reopened.insert(offset);
         } else {
@@ -219,7 +223,8 @@ impl DurablePartition {
         self.meta.remove(&offset);
     }
 
-    fn seek(&mut self, offset: u64) {
+    /// Puts the floor at `offset`: below it done, from it pending, no history.
+    pub fn seek(&mut self, offset: u64) {
         self.floor = offset;
         self.done.clear();
         self.meta.clear();

@@ -2,4 +2,14 @@
 //! and dead-lettering; `durable` is what of them survives a restart.
 
 pub mod durable;
+mod manager;
 pub mod ranges;
+pub mod settings;
+pub mod state;
+
+pub use manager::{
+    dead_letter_headers, Pulled, Queues, SeekTarget, SubStats, SubscriptionInfo, DELAY_MS_HEADER,
+    MAX_BLOCK, MAX_PULL, MAX_WAIT, TTL_MS_HEADER,
+};
+pub use settings::{BacklogPolicy, Backoff, StartPosition, SubscriptionSettings};
+pub use state::{AckId, BadAckId, Outcome};
