@@ -14,21 +14,23 @@
 //! The OpenAPI document is derived (utoipa) from the same request and response types
 //! the handlers use, so a changed field shows up in both.
 
+mod subscriptions;
 mod topics;
 
 use std::sync::{Arc, LazyLock};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::extract::{DefaultBodyLimit, FromRef, FromRequest, Request};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
 use tracing::error;
 use utoipa::{OpenApi, ToSchema};
+use wharf_core::queue::Queues;
 use wharf_core::{Broker, CoreError};
 
 /// Largest request body the admin routes (`/v1/topics…`) accept: a topic definition is
@@ -36,9 +38,29 @@ use wharf_core::{Broker, CoreError};
 /// it is buffered whole.
 pub const ADMIN_BODY_LIMIT: usize = 1 << 20;
 
+/// What every handler may reach: the broker and its queue subscriptions.
+#[derive(Clone)]
+pub struct AppState {
+    pub broker: Arc<Broker>,
+    pub queues: Queues,
+}
+
+impl FromRef<AppState> for Arc<Broker> {
+    fn from_ref(s: &AppState) -> Arc<Broker> {
+        Arc::clone(&s.broker)
+    }
+}
+
+impl FromRef<AppState> for Queues {
+    fn from_ref(s: &AppState) -> Queues {
+        s.queues.clone()
+    }
+}
+
 /// The HTTP API's routes, over the open broker. The listener is bound only after
 /// `Broker::open`, so `/health` answering means ready.
-pub fn router(broker: Arc<Broker>) -> Router {
+pub fn router(broker: Arc<Broker>, queues: Queues) -> Router {
+    const SUB: &str = "/v1/topics/{topic}/subscriptions/{subscription}";
     let admin = Router::new()
         .route(
             "/v1/topics",
@@ -48,6 +70,22 @@ pub fn router(broker: Arc<Broker>) -> Router {
             "/v1/topics/{topic}",
             get(topics::get_topic).delete(topics::delete_topic),
         )
+        .route(
+            "/v1/topics/{topic}/subscriptions",
+            get(subscriptions::list_subscriptions),
+        )
+        .route(
+            SUB,
+            get(subscriptions::get_subscription)
+                .put(subscriptions::put_subscription)
+                .delete(subscriptions::delete_subscription),
+        )
+        .route(&format!("{SUB}/pull"), post(subscriptions::pull))
+        .route(&format!("{SUB}/ack"), post(subscriptions::ack))
+        .route(&format!("{SUB}/nack"), post(subscriptions::nack))
+        .route(&format!("{SUB}/extend"), post(subscriptions::extend))
+        .route(&format!("{SUB}/seek"), post(subscriptions::seek))
+        .route(&format!("{SUB}/redrive"), post(subscriptions::redrive))
         .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT));
     Router::new()
         .route("/health", get(health))
@@ -55,7 +93,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(broker)
+        .with_state(AppState { broker, queues })
 }
 
 /// The OpenAPI 3 document of every route above.
@@ -63,7 +101,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
 #[openapi(
     info(
         title = "Wharf HTTP API",
-        description = "Topic administration over HTTP/JSON. Every error answers `{\"error\":{\"code\":…,\"message\":…}}`."
+        description = "Topics and queue subscriptions over HTTP/JSON. Every error answers `{\"error\":{\"code\":…,\"message\":…}}`."
     ),
     paths(
         health,
@@ -71,7 +109,17 @@ pub fn router(broker: Arc<Broker>) -> Router {
         topics::create_topic,
         topics::list_topics,
         topics::get_topic,
-        topics::delete_topic
+        topics::delete_topic,
+        subscriptions::put_subscription,
+        subscriptions::get_subscription,
+        subscriptions::delete_subscription,
+        subscriptions::list_subscriptions,
+        subscriptions::pull,
+        subscriptions::ack,
+        subscriptions::nack,
+        subscriptions::extend,
+        subscriptions::seek,
+        subscriptions::redrive
     ),
     components(schemas(ErrorBody, ErrorDetail, Health))
 )]
@@ -114,7 +162,15 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        error(self.status, self.code, self.message)
+        let throttled = self.status == StatusCode::TOO_MANY_REQUESTS;
+        let mut r = error(self.status, self.code, self.message);
+        if throttled {
+            // Back-pressure: a backlog drains in about a second under a consumer that
+            // keeps up; the client retries then.
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        r
     }
 }
 

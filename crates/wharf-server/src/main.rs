@@ -15,6 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
+use wharf_core::queue::Queues;
 use wharf_core::{Broker, BrokerConfig};
 use wharf_kafka::{KafkaConfig, KafkaListener};
 
@@ -131,14 +132,17 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         auto_create_topics: auto_create,
         ..KafkaConfig::default()
     };
+    let queues = Queues::open(Arc::clone(&broker)).await?;
     let served = serve_listeners(
         Arc::clone(&broker),
+        queues.clone(),
         kafka_addr,
         kafka_config,
         http_addr,
         stop,
     )
     .await;
+    queues.close().await;
     let closed = broker
         .shutdown()
         .await
@@ -162,6 +166,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
 /// every listener is up), and serves both until `stop`.
 async fn serve_listeners(
     broker: Arc<Broker>,
+    queues: Queues,
     kafka_addr: std::net::SocketAddr,
     kafka_config: KafkaConfig,
     http_addr: std::net::SocketAddr,
@@ -185,7 +190,7 @@ async fn serve_listeners(
     // the HTTP listener cannot be bound.
     let (kafka_stop, kafka_stopped) = watch::channel(false);
     let kafka_task = tokio::spawn(kafka.serve(stopped(kafka_stopped)));
-    let http = serve_http(http_addr, broker, stop).await;
+    let http = serve_http(http_addr, broker, queues, stop).await;
     let _ = kafka_stop.send(true);
     if let Err(e) = kafka_task.await {
         error!(error = %e, "the Kafka listener task failed");
@@ -197,6 +202,7 @@ async fn serve_listeners(
 async fn serve_http(
     http_addr: std::net::SocketAddr,
     broker: Arc<Broker>,
+    queues: Queues,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(http_addr)
@@ -209,7 +215,7 @@ async fn serve_http(
     info!("wharf ready");
 
     let server =
-        axum::serve(listener, http::router(broker)).with_graceful_shutdown(stopped(stop.clone()));
+        axum::serve(listener, http::router(broker, queues)).with_graceful_shutdown(stopped(stop.clone()));
     let mut server = tokio::spawn(async move { server.await });
     tokio::select! {
         joined = &mut server => {

@@ -399,9 +399,7 @@ impl Queues {
         let made = {
             let mut subs = lock(&self.inner.subs);
             let key = (topic.to_string(), name.to_string());
-            if subs.contains_key(&key) {
-                None
-            } else {
+            if let std::collections::btree_map::Entry::Vacant(slot) = subs.entry(key) {
                 let id = {
                     let mut next = lock(&self.inner.next_id);
                     let id = *next;
@@ -440,8 +438,10 @@ impl Queues {
                     let mut st = lock(&sub.state);
                     self.flush(&sub, &mut st, true)?
                 };
-                subs.insert(key, Arc::clone(&sub));
+                slot.insert(Arc::clone(&sub));
                 Some((sub, rx))
+            } else {
+                None
             }
         };
         let Some((sub, rx)) = made else {

@@ -15,6 +15,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use tracing::debug;
+use wharf_core::queue::MAX_BLOCK;
 use wharf_core::{Broker, CoreError, PendingProduce};
 
 use super::metadata::lookup_or_create;
@@ -55,6 +56,7 @@ pub async fn start(
     };
     let mut topics = Vec::with_capacity(req.topic_data.len());
     let mut appends = Vec::new();
+    let mut throttled = std::time::Duration::ZERO;
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
         let known = match refused {
@@ -63,6 +65,17 @@ pub async fn start(
                 .await
                 .map(|_| ()),
         };
+        // Back-pressure from queue subscriptions: a full backlog under `block` holds
+        // the answer (and this connection's next requests) until consumers catch up or
+        // MAX_BLOCK passes, and reports the wait as throttle_time_ms; under `reject`
+        // the topic's partitions are refused.
+        let mut gate_refusal = None;
+        if known.is_ok() {
+            match ctx.broker.admit(&name, MAX_BLOCK).await {
+                Ok(waited) => throttled = throttled.max(waited),
+                Err(e) => gate_refusal = Some(e),
+            }
+        }
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {
             let failed = |code: i16| {
@@ -73,6 +86,10 @@ pub async fn start(
                         .with_base_offset(-1),
                 )
             };
+            if let Some(e) = &gate_refusal {
+                partitions.push(Pending::Done(refusal(&name, p.index, e)));
+                continue;
+            }
             partitions.push(match (&known, u32::try_from(p.index), p.records) {
                 (Err(code), _, _) => failed(*code),
                 (Ok(()), Err(_), _) => failed(ResponseError::UnknownTopicOrPartition.code()),
@@ -133,7 +150,12 @@ pub async fn start(
                     .with_partition_responses(answers),
             );
         }
-        (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+        let throttle_ms = i32::try_from(throttled.as_millis()).unwrap_or(i32::MAX);
+        (acks != 0).then(|| {
+            ProduceResponse::default()
+                .with_responses(responses)
+                .with_throttle_time_ms(throttle_ms)
+        })
     }
 }
 

@@ -2,6 +2,8 @@
 
 mod cli;
 mod groups;
+mod http_publish;
+mod http_queues;
 mod http_topics;
 mod kcat;
 mod rdkafka_client;
