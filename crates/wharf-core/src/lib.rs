@@ -13,6 +13,8 @@
 mod broker;
 mod error;
 pub mod group;
+pub mod headers;
+pub mod partitioner;
 pub mod producer;
 pub mod records;
 pub mod registry;
@@ -27,8 +29,9 @@ pub use group::{GroupConfig, GroupCoordinator, GroupError};
 pub use producer::ProducerIdAndEpoch;
 pub use topic::{
     CleanupPolicy, ConfigOp, NewTopic, TopicConfig, TopicDescription, TopicName, CLEANUP_POLICY,
-    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_RETENTION_MS, DEFAULT_SEGMENT_BYTES, MAX_MESSAGE_BYTES,
-    MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, MIN_SEGMENT_BYTES, RETENTION_BYTES, RETENTION_MS,
+    DEDUP_WINDOW_MS, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_RETENTION_MS,
+    DEFAULT_SEGMENT_BYTES, MAX_DEDUP_WINDOW_MS, MAX_MESSAGE_BYTES, MAX_PARTITIONS,
+    MAX_TOPIC_NAME_LEN, MESSAGE_TTL_MS, MIN_SEGMENT_BYTES, RETENTION_BYTES, RETENTION_MS,
     SEGMENT_BYTES, TOPIC_CONFIG_KEYS,
 };
 pub use wharf_log::{AppendInfo, AppendOutcome, FlushPolicy, LogStats, ReadResult};
