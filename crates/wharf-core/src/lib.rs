@@ -11,11 +11,13 @@
 //! ([`Broker::wait_for_high_watermark`]).
 
 mod broker;
+mod dedup;
 mod error;
 pub mod group;
 pub mod headers;
 pub mod partitioner;
 pub mod producer;
+mod publish;
 pub mod records;
 pub mod registry;
 mod topic;
@@ -27,6 +29,7 @@ pub use broker::{
 pub use error::{CoreError, Result};
 pub use group::{GroupConfig, GroupCoordinator, GroupError};
 pub use producer::ProducerIdAndEpoch;
+pub use publish::{Publish, Published, MAX_PUBLISH_MESSAGES};
 pub use topic::{
     CleanupPolicy, ConfigOp, NewTopic, TopicConfig, TopicDescription, TopicName, CLEANUP_POLICY,
     DEDUP_WINDOW_MS, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_RETENTION_MS,
