@@ -1,5 +1,6 @@
-//! The HTTP front-end: `GET /health`, the topic admin API under `/v1/topics`, and its
-//! OpenAPI document at `GET /v1/openapi.json`.
+//! The HTTP front-end: `GET /health`, the topic admin API under `/v1/topics`, publishing
+//! (`POST /v1/topics/{topic}/messages`), and the OpenAPI document at
+//! `GET /v1/openapi.json`.
 //!
 //! Every error body has one shape, so clients parse one thing:
 //! `{"error":{"code":"not_found","message":"…"}}`. That includes what axum would
@@ -8,12 +9,13 @@
 //!
 //! A request flows: the router matches the route, [`JsonBody`] checks the Content-Type,
 //! reads the body up to the route's limit and decodes it (unknown fields refused), the
-//! handler in `topics` calls `wharf_core::Broker`, and a [`CoreError`] becomes an
+//! handler in `topics` or `publish` calls `wharf_core::Broker`, and a [`CoreError`] becomes an
 //! [`ApiError`] (status and code) in one place, [`ApiError::from`].
 //!
 //! The OpenAPI document is derived (utoipa) from the same request and response types
 //! the handlers use, so a changed field shows up in both.
 
+mod publish;
 mod topics;
 
 use std::sync::{Arc, LazyLock};
@@ -22,7 +24,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -35,6 +37,11 @@ use wharf_core::{Broker, CoreError};
 /// a few hundred bytes, so anything near this is a mistake, refused with 413 before
 /// it is buffered whole.
 pub const ADMIN_BODY_LIMIT: usize = 1 << 20;
+
+/// Largest request body `POST /v1/topics/{topic}/messages` accepts: 16 MiB, room for
+/// many messages of Kafka's default 1 MiB `max.message.bytes`. Larger bodies are refused
+/// with 413 before they are buffered whole; send several requests instead.
+pub const PUBLISH_BODY_LIMIT: usize = 16 << 20;
 
 /// The HTTP API's routes, over the open broker. The listener is bound only after
 /// `Broker::open`, so `/health` answering means ready.
@@ -49,10 +56,14 @@ pub fn router(broker: Arc<Broker>) -> Router {
             get(topics::get_topic).delete(topics::delete_topic),
         )
         .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT));
+    let messages = Router::new()
+        .route("/v1/topics/{topic}/messages", post(publish::publish))
+        .layer(DefaultBodyLimit::max(PUBLISH_BODY_LIMIT));
     Router::new()
         .route("/health", get(health))
         .route("/v1/openapi.json", get(openapi))
         .merge(admin)
+        .merge(messages)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(broker)
@@ -63,7 +74,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
 #[openapi(
     info(
         title = "Wharf HTTP API",
-        description = "Topic administration over HTTP/JSON. Every error answers `{\"error\":{\"code\":…,\"message\":…}}`."
+        description = "Topic administration and publishing over HTTP/JSON. Every error answers `{\"error\":{\"code\":…,\"message\":…}}`."
     ),
     paths(
         health,
@@ -71,9 +82,18 @@ pub fn router(broker: Arc<Broker>) -> Router {
         topics::create_topic,
         topics::list_topics,
         topics::get_topic,
-        topics::delete_topic
+        topics::delete_topic,
+        publish::publish
     ),
-    components(schemas(ErrorBody, ErrorDetail, Health))
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        Health,
+        publish::PublishRequest,
+        publish::PublishMessage,
+        publish::PublishResponse,
+        publish::PublishedMessage
+    ))
 )]
 pub struct ApiDoc;
 
@@ -126,7 +146,9 @@ impl From<CoreError> for ApiError {
             | E::InvalidConfig { .. }
             | E::UnknownConfig { .. }
             | E::UnsupportedConfig { .. }
-            | E::InvalidPartitions { .. } => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            | E::InvalidPartitions { .. }
+            | E::InvalidPublish { .. } => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            E::MessageTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             E::TopicExists { .. } => (StatusCode::CONFLICT, "already_exists"),
             E::UnknownTopic { .. } | E::UnknownPartition { .. } => {
                 (StatusCode::NOT_FOUND, "not_found")
@@ -154,11 +176,12 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 
 /// A JSON request body, decoded into `T`. Unlike `axum::Json`, every rejection is an
 /// [`ApiError`]: 415 without a JSON Content-Type, 413 past the route's
-/// `DefaultBodyLimit`, 400 `invalid_json` with serde's message (which names an
-/// unknown or missing field, or the line and column of a syntax error).
-pub struct JsonBody<T>(pub T);
+/// `DefaultBodyLimit` (which must be `LIMIT`, the number the message names), 400
+/// `invalid_json` with serde's message (which names an unknown or missing field, or the
+/// line and column of a syntax error).
+pub struct JsonBody<T, const LIMIT: usize = ADMIN_BODY_LIMIT>(pub T);
 
-impl<S, T> FromRequest<S> for JsonBody<T>
+impl<S, T, const LIMIT: usize> FromRequest<S> for JsonBody<T, LIMIT>
 where
     S: Send + Sync,
     T: DeserializeOwned,
@@ -178,7 +201,7 @@ where
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",
-                    format!("the request body is larger than {ADMIN_BODY_LIMIT} bytes"),
+                    format!("the request body is larger than this route's limit of {LIMIT} bytes"),
                 )
             } else {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", r.body_text())
@@ -297,6 +320,7 @@ mod tests {
             ("/v1/topics", "post"),
             ("/v1/topics/{topic}", "get"),
             ("/v1/topics/{topic}", "delete"),
+            ("/v1/topics/{topic}/messages", "post"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path}: {doc:#}");
         }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod groups;
+mod http_publish;
 mod http_topics;
 mod kcat;
 mod rdkafka_client;
