@@ -789,19 +789,16 @@ impl Broker {
             .round_robin
             .fetch_add(publish::unkeyed(&messages), Ordering::Relaxed);
         let targets = publish::assign_partitions(&messages, partitions, start);
+        let max_batch = state.desc.config.max_message_bytes();
+        // Before anything is appended, so that a message too large fails the request
+        // with nothing stored.
+        publish::check_sizes(&messages, max_batch)?;
         let total = messages.len();
         let mut groups: BTreeMap<u32, Vec<(usize, Publish)>> = BTreeMap::new();
         for (i, (m, p)) in messages.into_iter().zip(targets).enumerate() {
             groups.entry(p).or_default().push((i, m));
         }
         let window_ms = state.desc.config.dedup_window_ms();
-        let max_batch = state.desc.config.max_message_bytes();
-        // Encode everything before appending anything, so that a message too large
-        // fails the request with nothing stored.
-        let now = now_ms();
-        for msgs in groups.values() {
-            publish::encode(msgs, now, max_batch)?;
-        }
         // Each partition in its own task: they append concurrently, and an append and
         // its dedup bookkeeping finish even if the caller goes away.
         let mut tasks = Vec::with_capacity(groups.len());

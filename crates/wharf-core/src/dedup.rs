@@ -21,7 +21,8 @@
 //! Memory: one entry per idempotency key stored within the window (the key, at most
 //! [`crate::headers::MAX_IDEMPOTENCY_KEY_BYTES`] bytes, plus about 100 bytes of map and
 //! queue overhead). Entries older than the window are pruned on every claim, so the map
-//! holds at most the keys published in the last `dedup.window.ms` (at 1,000 keyed
+//! holds at most the keys published in the `dedup.window.ms` before the partition's
+//! latest keyed publish (at 1,000 keyed
 //! messages a second and the default 5 minutes, 300,000 entries, some 40 MB with 36-byte
 //! keys).
 //!

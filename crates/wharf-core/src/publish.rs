@@ -187,6 +187,45 @@ fn record_bound(r: &Record<'_>) -> usize {
             .sum::<usize>()
 }
 
+/// Fails with [`CoreError::MessageTooLarge`] if `record` alone makes a batch over
+/// `max_batch_bytes`; measured exactly only when its `bound` says it might.
+fn check_fits(index: usize, record: &Record<'_>, bound: usize, max_batch_bytes: u32) -> Result<()> {
+    let max = usize::try_from(max_batch_bytes).unwrap_or(usize::MAX);
+    if HEADER_LEN + bound <= max {
+        return Ok(());
+    }
+    let mut alone = RecordBatchBuilder::new();
+    alone.push(record);
+    let size = alone.size();
+    if size > max {
+        return Err(CoreError::MessageTooLarge {
+            index,
+            size,
+            max: max_batch_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that every message fits a batch of `max_batch_bytes` on its own, without
+/// encoding those that clearly do.
+pub(crate) fn check_sizes(messages: &[Publish], max_batch_bytes: u32) -> Result<()> {
+    for (index, m) in messages.iter().enumerate() {
+        let headers = stored_headers(m);
+        let record = Record {
+            key: m.key.as_deref(),
+            value: m.value.as_deref(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (*k, Some(v.as_slice())))
+                .collect(),
+            timestamp: 0,
+        };
+        check_fits(index, &record, record_bound(&record), max_batch_bytes)?;
+    }
+    Ok(())
+}
+
 /// Encodes one partition's messages (`(request index, message)`) as uncompressed
 /// RecordBatch v2 batches, concatenated: one batch unless they exceed `max_batch_bytes`
 /// (the topic's `max.message.bytes`), then as few as fit. All records get `timestamp`.
@@ -210,19 +249,7 @@ pub(crate) fn encode(
             timestamp,
         };
         let bound = record_bound(&record);
-        if HEADER_LEN + bound > max {
-            // Maybe too large: measure it exactly.
-            let mut alone = RecordBatchBuilder::new();
-            alone.push(&record);
-            let size = alone.size();
-            if size > max {
-                return Err(CoreError::MessageTooLarge {
-                    index: *index,
-                    size,
-                    max: max_batch_bytes,
-                });
-            }
-        }
+        check_fits(*index, &record, bound, max_batch_bytes)?;
         if !builder.is_empty() && builder.size() + bound > max {
             out.extend(std::mem::take(&mut builder).build());
         }
@@ -294,6 +321,16 @@ mod tests {
             matches!(e, CoreError::MessageTooLarge { index: 3, .. }),
             "{e}"
         );
+        let e = check_sizes(&[msg("small"), msg(&"x".repeat(500))], 400).unwrap_err();
+        assert!(
+            matches!(e, CoreError::MessageTooLarge { index: 1, .. }),
+            "{e}"
+        );
+        // Just under the limit by the exact measure, though over the estimate.
+        let fits = msg(&"x".repeat(300));
+        let exact = encode(&[(0, fits.clone())], 0, 1 << 20).unwrap().len() as u32;
+        assert!(check_sizes(std::slice::from_ref(&fits), exact).is_ok());
+        assert!(check_sizes(&[fits], exact - 1).is_err());
     }
 
     #[test]
