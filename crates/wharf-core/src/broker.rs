@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,12 +31,14 @@ use wharf_log::{
     ReadResult, SharedLog,
 };
 
+use crate::dedup::{Claim, Dedup, Reservations};
 use crate::error::{CoreError, IoContext, Result};
 use crate::group::{GroupConfig, GroupCoordinator};
 use crate::producer::{
     PartitionProducers, ProducerEntry, ProducerIdAllocator, ProducerIdAndEpoch, SequenceError,
     MAX_BUMPED_EPOCH,
 };
+use crate::publish::{self, Publish, Published};
 use crate::registry::{sync_dir, TopicRecord, TopicRegistry};
 use crate::topic::{ConfigOp, NewTopic, TopicConfig, TopicDescription, TopicName};
 
@@ -120,6 +122,8 @@ struct Partition {
     /// The last published high watermark. A long-poll fetch waits on a receiver instead
     /// of sleeping; dropping the partition (topic deleted, broker shut down) closes it.
     hw: watch::Sender<u64>,
+    /// Idempotency keys published within the dedup window (see `dedup`).
+    dedup: Dedup,
 }
 
 impl Partition {
@@ -213,6 +217,9 @@ impl Partition {
 struct TopicState {
     desc: TopicDescription,
     partitions: Vec<Arc<Partition>>,
+    /// Where [`Broker::publish`]'s next unkeyed message goes; shared by every version of
+    /// the topic's state.
+    round_robin: Arc<AtomicU32>,
 }
 
 /// Wakes background threads when the broker stops.
@@ -323,6 +330,215 @@ pub enum PendingProduce {
 /// Largest request written in place by [`Broker::produce_start`]; larger ones (their
 /// CRC alone takes a while) go to the blocking pool.
 const INLINE_APPEND_BYTES: usize = 1 << 20;
+
+/// Bytes read at a time while rebuilding a partition's dedup window.
+const DEDUP_SCAN_READ_BYTES: usize = 1 << 20;
+
+/// [`Broker::publish`]'s work on one partition: claim the idempotency keys, append the
+/// messages this call owns as one append, complete the claims, then wait for keys other
+/// calls are appending (claiming again those whose append failed).
+async fn publish_partition(
+    p: Arc<Partition>,
+    mut todo: Vec<(usize, Publish)>,
+    window_ms: u64,
+    max_batch: u32,
+) -> Result<Vec<(usize, Published)>> {
+    let dedup = window_ms > 0 && todo.iter().any(|(_, m)| m.idempotency_key.is_some());
+    if dedup {
+        let loader = Arc::clone(&p);
+        p.dedup
+            .loaded
+            .get_or_try_init(|| load_dedup(loader, window_ms))
+            .await?;
+    }
+    let mut out = Vec::with_capacity(todo.len());
+    while !todo.is_empty() {
+        let now = now_ms();
+        let claims = if dedup {
+            p.dedup.claim_all(
+                todo.iter().map(|(_, m)| m.idempotency_key.as_deref()),
+                window_ms,
+                now,
+            )
+        } else {
+            todo.iter().map(|_| None).collect()
+        };
+        let mut own = Vec::new();
+        let mut waits = Vec::new();
+        let mut reservations = Reservations::new(&p.dedup);
+        for ((i, m), claim) in todo.drain(..).zip(claims) {
+            let published = |offset| Published {
+                partition: p.index,
+                offset,
+                duplicate: true,
+            };
+            match claim {
+                None => own.push((i, m)),
+                Some(Claim::Owned(r)) => {
+                    reservations.push(r, own.len() as u64);
+                    own.push((i, m));
+                }
+                Some(Claim::Stored(offset)) => out.push((i, published(offset))),
+                Some(Claim::Wait(rx)) => waits.push((i, m, rx)),
+            }
+        }
+        if !own.is_empty() {
+            // On an error the reservations are dropped: released for others to claim.
+            let batches = publish::encode(&own, now, max_batch)?;
+            let outcome = produce_on(Arc::clone(&p), batches).await?.durable().await?;
+            let base = outcome.info.base_offset;
+            reservations.complete(base, now);
+            for (position, (i, _)) in own.into_iter().enumerate() {
+                out.push((
+                    i,
+                    Published {
+                        partition: p.index,
+                        offset: base + position as u64,
+                        duplicate: false,
+                    },
+                ));
+            }
+        } else {
+            drop(reservations);
+        }
+        for (i, m, mut rx) in waits {
+            let stored = rx.wait_for(Option::is_some).await.ok().and_then(|v| *v);
+            match stored {
+                Some(offset) => out.push((
+                    i,
+                    Published {
+                        partition: p.index,
+                        offset,
+                        duplicate: true,
+                    },
+                )),
+                // The other call's append failed: claim it again.
+                None => todo.push((i, m)),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Rebuilds a partition's dedup map from its log: the idempotency-key headers of the
+/// records from the first batch stored within the window up to the high watermark.
+/// Bounded by what the partition stored within the window; runs on the blocking pool.
+async fn load_dedup(p: Arc<Partition>, window_ms: u64) -> Result<()> {
+    run_blocking("rebuilding the dedup window", move || {
+        let now = now_ms();
+        let since = now.saturating_sub(i64::try_from(window_ms).unwrap_or(i64::MAX));
+        let hw = p.log.high_watermark();
+        let mut offset = p
+            .log
+            .offset_for_timestamp(since)
+            .map_err(|e| p.err(e))?
+            .unwrap_or(hw)
+            .max(p.log.log_start_offset());
+        let mut found = Vec::new();
+        while offset < hw {
+            let read = match p.log.plan_read(offset, DEDUP_SCAN_READ_BYTES) {
+                Ok(plan) => plan.execute(),
+                Err(e) => Err(e),
+            };
+            let read = match read {
+                Ok(r) => r,
+                // Retention moved the start past us.
+                Err(LogError::OffsetOutOfRange { log_start, .. }) if log_start > offset => {
+                    offset = log_start;
+                    continue;
+                }
+                Err(e) => return Err(p.err(e)),
+            };
+            if read.bytes.is_empty() {
+                break;
+            }
+            let decoded = match crate::records::decode(&read.bytes, offset) {
+                Ok(d) => d,
+                Err(e) => {
+                    warn!(topic = %p.topic, partition = p.index, error = %e,
+                        "stopped rebuilding the dedup window at a batch that does not decode; keys stored after it are not deduplicated");
+                    break;
+                }
+            };
+            for m in &decoded.messages {
+                if m.offset >= hw {
+                    break;
+                }
+                let key = m
+                    .header(crate::headers::IDEMPOTENCY_KEY)
+                    .and_then(|v| std::str::from_utf8(v).ok());
+                if let Some(key) = key {
+                    found.push((key.to_string(), m.offset, m.timestamp_ms));
+                }
+            }
+            if decoded.end_offset <= offset {
+                break;
+            }
+            offset = decoded.end_offset;
+        }
+        debug!(topic = %p.topic, partition = p.index, keys = found.len(), "dedup window rebuilt from the log");
+        p.dedup.load(found);
+        Ok(())
+    })
+    .await
+}
+
+/// [`Broker::produce_start`] on a partition already looked up.
+async fn produce_on(p: Arc<Partition>, mut batches: Vec<u8>) -> Result<PendingProduce> {
+    let now = now_ms();
+    if batches.len() <= INLINE_APPEND_BYTES && !p.log.roll_due(batches.len() as u64, now) {
+        // The common case, in place: checking a CRC over at most 1 MiB and a pwrite
+        // into the page cache take microseconds, and a message that waits for no
+        // other thread reaches its fsync sooner. Only the wait for durability (which
+        // may run the fsync) goes to the blocking pool.
+        let (outcome, durability) = p
+            .producers
+            .append_deferred(&p.log, &mut batches, now)
+            .map_err(|e| p.append_err(e))?;
+        if durability.is_none() {
+            // Readable now (a policy other than `always`).
+            p.publish_high_watermark();
+            if !p.producers.snapshot_due() {
+                return Ok(PendingProduce::Ready(outcome));
+            }
+        }
+        let task = tokio::task::spawn_blocking(move || {
+            if let Some(d) = durability {
+                p.log.wait_durable_for(d).map_err(|e| p.err(e))?;
+            }
+            p.appended();
+            Ok(outcome)
+        });
+        return Ok(PendingProduce::Waiting(task));
+    }
+    // A large request, or one that rolls the segment (which syncs the sealed segment
+    // and creates files): all of it on the blocking pool.
+    let (written_tx, written_rx) = tokio::sync::oneshot::channel::<()>();
+    // Publishing inside the blocking task means waiters are woken even if the caller
+    // stops waiting once the append has started.
+    let task = tokio::task::spawn_blocking(move || {
+        let outcome = p
+            .producers
+            .append(&p.log, &mut batches, now, move |_| {
+                let _ = written_tx.send(());
+            })
+            .map_err(|e| p.append_err(e))?;
+        p.appended();
+        Ok(outcome)
+    });
+    let pending = PendingProduce::Waiting(task);
+    match written_rx.await {
+        Ok(()) => Ok(pending),
+        // Refused (or failed) before anything was written: the task's error.
+        Err(_) => match pending.durable().await {
+            Err(e) => Err(e),
+            Ok(outcome) => Err(CoreError::Internal {
+                what: "appending",
+                reason: format!("append ended without being written: {outcome:?}"),
+            }),
+        },
+    }
+}
 
 impl PendingProduce {
     /// Waits until the batches are durable (under `FlushPolicy::Always`; at once
@@ -605,63 +821,104 @@ impl Broker {
         &self,
         topic: &str,
         partition: u32,
-        mut batches: Vec<u8>,
+        batches: Vec<u8>,
     ) -> Result<PendingProduce> {
         self.check_open()?;
         let p = self.shared.partition(topic, partition)?;
-        let now = now_ms();
-        if batches.len() <= INLINE_APPEND_BYTES && !p.log.roll_due(batches.len() as u64, now) {
-            // The common case, in place: checking a CRC over at most 1 MiB and a pwrite
-            // into the page cache take microseconds, and a message that waits for no
-            // other thread reaches its fsync sooner. Only the wait for durability (which
-            // may run the fsync) goes to the blocking pool.
-            let (outcome, durability) = p
-                .producers
-                .append_deferred(&p.log, &mut batches, now)
-                .map_err(|e| p.append_err(e))?;
-            if durability.is_none() {
-                // Readable now (a policy other than `always`).
-                p.publish_high_watermark();
-                if !p.producers.snapshot_due() {
-                    return Ok(PendingProduce::Ready(outcome));
+        produce_on(p, batches).await
+    }
+
+    /// Publishes single messages (the HTTP publish API): picks each message's partition
+    /// (its explicit `partition`; else Kafka's murmur2 partitioner on its key, so Kafka
+    /// producers put a key on the same partition; else murmur2 of its idempotency key,
+    /// so a retry lands where the first attempt did; else round robin over the topic),
+    /// encodes each partition's messages as one uncompressed record batch (more if they
+    /// exceed `max.message.bytes`) stamped with the current time, and appends the
+    /// partitions concurrently, one durable append each. Answers where every message
+    /// is, in request order.
+    ///
+    /// `delay_ms`, `ttl_ms` and `idempotency_key` are stored as the
+    /// [`crate::headers`] record headers. A message whose idempotency key was stored on
+    /// its partition within the topic's `dedup.window.ms` (by an earlier call, or
+    /// earlier in this one, or by a call racing this one) is not stored again: it is
+    /// answered with the original's offset and `duplicate: true`. This holds across
+    /// restarts: the keys are recovered from the log (see the `dedup` module).
+    ///
+    /// Everything is validated first ([`CoreError::InvalidPublish`],
+    /// [`CoreError::MessageTooLarge`]; nothing is stored then). If an append fails,
+    /// other partitions of the request may have been stored; with idempotency keys a
+    /// retry is safe.
+    pub async fn publish(&self, topic: &str, messages: Vec<Publish>) -> Result<Vec<Published>> {
+        self.check_open()?;
+        let state = self.shared.topic(topic)?;
+        let partitions = state.desc.partitions;
+        publish::validate(topic, partitions, &messages)?;
+        // Back-pressure: a subscription over its backlog limit turns the request away
+        // (`Throttled`: retry later; `BacklogFull`: refused) before anything is stored.
+        self.admit_now(topic)?;
+        let start = state
+            .round_robin
+            .fetch_add(publish::unkeyed(&messages), Ordering::Relaxed);
+        let targets = publish::assign_partitions(&messages, partitions, start);
+        let max_batch = state.desc.config.max_message_bytes();
+        // Before anything is appended, so that a message too large fails the request
+        // with nothing stored.
+        publish::check_sizes(&messages, max_batch)?;
+        let total = messages.len();
+        let mut groups: BTreeMap<u32, Vec<(usize, Publish)>> = BTreeMap::new();
+        for (i, (m, p)) in messages.into_iter().zip(targets).enumerate() {
+            groups.entry(p).or_default().push((i, m));
+        }
+        let window_ms = state.desc.config.dedup_window_ms();
+        // Each partition in its own task: they append concurrently, and an append and
+        // its dedup bookkeeping finish even if the caller goes away.
+        let mut tasks = Vec::with_capacity(groups.len());
+        for (index, msgs) in groups {
+            let p = usize::try_from(index)
+                .ok()
+                .and_then(|i| state.partitions.get(i))
+                .cloned()
+                .ok_or_else(|| CoreError::UnknownPartition {
+                    topic: topic.into(),
+                    partition: index,
+                    partitions,
+                })?;
+            tasks.push(tokio::spawn(publish_partition(
+                p, msgs, window_ms, max_batch,
+            )));
+        }
+        let mut out: Vec<Option<Published>> = vec![None; total];
+        let mut first_err = None;
+        for task in tasks {
+            let result = task.await.map_err(|e| CoreError::Internal {
+                what: "publishing",
+                reason: e.to_string(),
+            });
+            match result.and_then(|r| r) {
+                Ok(done) => {
+                    for (i, published) in done {
+                        if let Some(slot) = out.get_mut(i) {
+                            *slot = Some(published);
+                        }
+                    }
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
                 }
             }
-            let task = tokio::task::spawn_blocking(move || {
-                if let Some(d) = durability {
-                    p.log.wait_durable_for(d).map_err(|e| p.err(e))?;
-                }
-                p.appended();
-                Ok(outcome)
-            });
-            return Ok(PendingProduce::Waiting(task));
         }
-        // A large request, or one that rolls the segment (which syncs the sealed segment
-        // and creates files): all of it on the blocking pool.
-        let (written_tx, written_rx) = tokio::sync::oneshot::channel::<()>();
-        // Publishing inside the blocking task means waiters are woken even if the caller
-        // stops waiting once the append has started.
-        let task = tokio::task::spawn_blocking(move || {
-            let outcome = p
-                .producers
-                .append(&p.log, &mut batches, now, move |_| {
-                    let _ = written_tx.send(());
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        out.into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                p.ok_or_else(|| CoreError::Internal {
+                    what: "publishing",
+                    reason: format!("message {i} got no answer"),
                 })
-                .map_err(|e| p.append_err(e))?;
-            p.appended();
-            Ok(outcome)
-        });
-        let pending = PendingProduce::Waiting(task);
-        match written_rx.await {
-            Ok(()) => Ok(pending),
-            // Refused (or failed) before anything was written: the task's error.
-            Err(_) => match pending.durable().await {
-                Err(e) => Err(e),
-                Ok(outcome) => Err(CoreError::Internal {
-                    what: "appending",
-                    reason: format!("append ended without being written: {outcome:?}"),
-                }),
-            },
-        }
+            })
+            .collect()
     }
 
     /// Kafka `InitProducerId` for an idempotent producer. `producer_id` and
@@ -976,6 +1233,7 @@ impl Shared {
             log,
             producers,
             hw,
+            dedup: Dedup::default(),
         }))
     }
 
@@ -984,7 +1242,11 @@ impl Shared {
         let partitions = (0..record.partitions)
             .map(|i| self.open_partition(&desc, i))
             .collect::<Result<Vec<_>>>()?;
-        Ok(TopicState { desc, partitions })
+        Ok(TopicState {
+            desc,
+            partitions,
+            round_robin: Arc::default(),
+        })
     }
 
     /// Locks the registry for an admin operation, refusing once shutdown has begun.
@@ -1091,6 +1353,7 @@ impl Shared {
             Arc::new(TopicState {
                 desc: desc.clone(),
                 partitions: old.partitions.clone(),
+                round_robin: Arc::clone(&old.round_robin),
             }),
         );
         info!(topic = %name, overrides = ?desc.overrides, "topic config altered");
@@ -1151,6 +1414,7 @@ impl Shared {
             Arc::new(TopicState {
                 desc: desc.clone(),
                 partitions,
+                round_robin: Arc::clone(&old.round_robin),
             }),
         );
         info!(topic = %name, from = current.partitions, to = count, "partitions added");

@@ -199,6 +199,19 @@ pub enum CoreError {
     #[error("queue state unavailable: {reason}")]
     QueueUnavailable { reason: String },
 
+    /// A [`crate::Broker::publish`] request that cannot be stored as asked: no messages,
+    /// too many, or a message with a bad field (the reason names which). Nothing of the
+    /// request was stored (Kafka `INVALID_RECORD`).
+    #[error("invalid publish request: {reason}")]
+    InvalidPublish { reason: String },
+
+    /// A published message that alone is larger than the topic's `max.message.bytes`
+    /// once encoded as a record batch (Kafka `MESSAGE_TOO_LARGE`).
+    #[error(
+        "message {index} is {size} bytes as a record batch; the topic's max.message.bytes is {max}"
+    )]
+    MessageTooLarge { index: usize, size: usize, max: u32 },
+
     /// The broker is shutting down or has shut down; no new work is accepted.
     #[error("the broker is shutting down")]
     ShuttingDown,

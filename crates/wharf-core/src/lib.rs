@@ -11,10 +11,14 @@
 //! ([`Broker::wait_for_high_watermark`]).
 
 mod broker;
+mod dedup;
 mod error;
 pub mod group;
+pub mod headers;
 pub mod journal;
+pub mod partitioner;
 pub mod producer;
+mod publish;
 pub mod queue;
 pub mod records;
 pub mod registry;
@@ -28,10 +32,12 @@ pub use broker::{
 pub use error::{CoreError, Result};
 pub use group::{GroupConfig, GroupCoordinator, GroupError};
 pub use producer::ProducerIdAndEpoch;
+pub use publish::{Publish, Published, MAX_PUBLISH_MESSAGES};
 pub use topic::{
     CleanupPolicy, ConfigOp, NewTopic, TopicConfig, TopicDescription, TopicName, CLEANUP_POLICY,
-    DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_RETENTION_MS, DEFAULT_SEGMENT_BYTES, MAX_MESSAGE_BYTES,
-    MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, MIN_SEGMENT_BYTES, RETENTION_BYTES, RETENTION_MS,
+    DEDUP_WINDOW_MS, DEFAULT_DEDUP_WINDOW_MS, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_RETENTION_MS,
+    DEFAULT_SEGMENT_BYTES, MAX_DEDUP_WINDOW_MS, MAX_MESSAGE_BYTES, MAX_PARTITIONS,
+    MAX_TOPIC_NAME_LEN, MESSAGE_TTL_MS, MIN_SEGMENT_BYTES, RETENTION_BYTES, RETENTION_MS,
     SEGMENT_BYTES, TOPIC_CONFIG_KEYS,
 };
 pub use wharf_log::{AppendInfo, AppendOutcome, FlushPolicy, LogStats, ReadResult};

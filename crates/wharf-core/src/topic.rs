@@ -33,11 +33,22 @@ pub const SEGMENT_BYTES: &str = "segment.bytes";
 pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 /// Kafka `cleanup.policy`: only `delete` is supported today.
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
+/// Wharf `message.ttl.ms`: how long after it was stored a message is still handed out by
+/// queue subscriptions; `-1` (the default) is no limit. A message's own
+/// [`crate::headers::TTL_MS`] header applies too (the shorter wins). Stored here; applied
+/// by the consumers of queue subscriptions, not by retention.
+pub const MESSAGE_TTL_MS: &str = "message.ttl.ms";
+/// Wharf `dedup.window.ms`: how long [`crate::Broker::publish`] remembers a message's
+/// idempotency key, so that a repeat within it is answered as a duplicate and not stored
+/// again; `0` disables publisher deduplication. Default 5 minutes, at most 7 days.
+pub const DEDUP_WINDOW_MS: &str = "dedup.window.ms";
 
 /// Every topic setting Wharf understands, in the order `describe` lists them.
-pub const TOPIC_CONFIG_KEYS: [&str; 5] = [
+pub const TOPIC_CONFIG_KEYS: [&str; 7] = [
     CLEANUP_POLICY,
+    DEDUP_WINDOW_MS,
     MAX_MESSAGE_BYTES,
+    MESSAGE_TTL_MS,
     RETENTION_BYTES,
     RETENTION_MS,
     SEGMENT_BYTES,
@@ -52,6 +63,10 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = (1 << 20) + 12;
 /// Smallest `segment.bytes` Kafka 3.x accepts (one legacy v0 record's overhead). Kafka 4
 /// raised it to 1 MiB; Wharf keeps the lower bound so tests can roll segments cheaply.
 pub const MIN_SEGMENT_BYTES: u32 = 14;
+/// Default `dedup.window.ms`: 5 minutes.
+pub const DEFAULT_DEDUP_WINDOW_MS: u64 = 5 * 60 * 1000;
+/// Largest `dedup.window.ms`: 7 days. The dedup memory grows with the window.
+pub const MAX_DEDUP_WINDOW_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 
 /// A validated topic name: 1 to 249 characters of ASCII letters, digits, `.`, `_` and
 /// `-`, and neither `.` nor `..` (Kafka's rules, which keep names safe as directory
@@ -189,6 +204,8 @@ pub struct TopicConfig {
     segment_bytes: u32,
     max_message_bytes: u32,
     cleanup_policy: CleanupPolicy,
+    message_ttl_ms: Option<u64>,
+    dedup_window_ms: u64,
 }
 
 impl Default for TopicConfig {
@@ -201,6 +218,8 @@ impl Default for TopicConfig {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             cleanup_policy: CleanupPolicy::Delete,
+            message_ttl_ms: None,
+            dedup_window_ms: DEFAULT_DEDUP_WINDOW_MS,
         }
     }
 }
@@ -266,6 +285,29 @@ impl TopicConfig {
                 self.max_message_bytes = u32::try_from(n).unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
             }
             CLEANUP_POLICY => self.cleanup_policy = value.parse()?,
+            MESSAGE_TTL_MS => {
+                let what = "milliseconds: -1 for no limit, otherwise 1 or more";
+                let n = parse_int(key, value, -1, i64::MAX, what)?;
+                if n == 0 {
+                    return Err(CoreError::InvalidConfig {
+                        key: key.into(),
+                        value: value.into(),
+                        reason: format!("out of range, {what}"),
+                    });
+                }
+                self.message_ttl_ms = u64::try_from(n).ok();
+            }
+            DEDUP_WINDOW_MS => {
+                let max = i64::try_from(MAX_DEDUP_WINDOW_MS).unwrap_or(i64::MAX);
+                let n = parse_int(
+                    key,
+                    value,
+                    0,
+                    max,
+                    "milliseconds from 0 (no deduplication) to 604800000 (7 days)",
+                )?;
+                self.dedup_window_ms = u64::try_from(n).unwrap_or(DEFAULT_DEDUP_WINDOW_MS);
+            }
             other => {
                 return Err(CoreError::UnknownConfig {
                     key: other.into(),
@@ -299,6 +341,8 @@ impl TopicConfig {
             SEGMENT_BYTES => self.segment_bytes.to_string(),
             MAX_MESSAGE_BYTES => self.max_message_bytes.to_string(),
             CLEANUP_POLICY => self.cleanup_policy.to_string(),
+            MESSAGE_TTL_MS => limit_to_string(self.message_ttl_ms),
+            DEDUP_WINDOW_MS => self.dedup_window_ms.to_string(),
             _ => return None,
         })
     }
@@ -330,6 +374,14 @@ impl TopicConfig {
     /// `cleanup.policy`.
     pub fn cleanup_policy(&self) -> CleanupPolicy {
         self.cleanup_policy
+    }
+    /// `message.ttl.ms`; `None` is no limit.
+    pub fn message_ttl_ms(&self) -> Option<u64> {
+        self.message_ttl_ms
+    }
+    /// `dedup.window.ms`; 0 disables publisher deduplication.
+    pub fn dedup_window_ms(&self) -> u64 {
+        self.dedup_window_ms
     }
 
     /// The partition log settings these topic settings stand for. Settings without a
@@ -439,6 +491,41 @@ mod tests {
         assert_eq!(c.get(RETENTION_BYTES).as_deref(), Some("-1"));
         assert_eq!(c.get(RETENTION_MS).as_deref(), Some("604800000"));
         assert_eq!(c.get(MAX_MESSAGE_BYTES).as_deref(), Some("1048588"));
+        assert_eq!(c.get(MESSAGE_TTL_MS).as_deref(), Some("-1"));
+        assert_eq!(c.get(DEDUP_WINDOW_MS).as_deref(), Some("300000"));
+    }
+
+    #[test]
+    fn ttl_and_dedup_window_are_validated() {
+        let c = TopicConfig::default()
+            .with(MESSAGE_TTL_MS, " 60000 ")
+            .and_then(|c| c.with(DEDUP_WINDOW_MS, "0"))
+            .unwrap();
+        assert_eq!(c.message_ttl_ms(), Some(60_000));
+        assert_eq!(c.dedup_window_ms(), 0);
+        assert_eq!(
+            c.clone()
+                .with(MESSAGE_TTL_MS, "-1")
+                .unwrap()
+                .message_ttl_ms(),
+            None
+        );
+        for (k, bad) in [
+            (MESSAGE_TTL_MS, "0"),
+            (MESSAGE_TTL_MS, "-2"),
+            (MESSAGE_TTL_MS, "soon"),
+            (DEDUP_WINDOW_MS, "-1"),
+            (DEDUP_WINDOW_MS, "604800001"),
+        ] {
+            let e = c.clone().with(k, bad).unwrap_err();
+            assert!(e.to_string().contains(k), "{e}");
+        }
+        assert_eq!(
+            c.with(DEDUP_WINDOW_MS, "604800000")
+                .unwrap()
+                .dedup_window_ms(),
+            MAX_DEDUP_WINDOW_MS
+        );
     }
 
     #[test]

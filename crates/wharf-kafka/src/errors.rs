@@ -36,7 +36,10 @@ pub fn kafka_error(e: &CoreError) -> ResponseError {
         CoreError::ShuttingDown => ResponseError::NotLeaderOrFollower,
         CoreError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         CoreError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
-        CoreError::TransactionalBatch { .. } => ResponseError::InvalidRecord,
+        CoreError::TransactionalBatch { .. } | CoreError::InvalidPublish { .. } => {
+            ResponseError::InvalidRecord
+        }
+        CoreError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
         // Kafka has no "transactions unsupported" code; this one is fatal to every client,
         // so a transactional producer fails at once, with our message in the log.
         CoreError::TransactionsUnsupported { .. } => {

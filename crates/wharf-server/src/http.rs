@@ -1,5 +1,6 @@
-//! The HTTP front-end: `GET /health`, the topic admin API under `/v1/topics`, and its
-//! OpenAPI document at `GET /v1/openapi.json`.
+//! The HTTP front-end: `GET /health`, the topic admin API under `/v1/topics`, publishing
+//! (`POST /v1/topics/{topic}/messages`), and the OpenAPI document at
+//! `GET /v1/openapi.json`.
 //!
 //! Every error body has one shape, so clients parse one thing:
 //! `{"error":{"code":"not_found","message":"…"}}`. That includes what axum would
@@ -8,12 +9,13 @@
 //!
 //! A request flows: the router matches the route, [`JsonBody`] checks the Content-Type,
 //! reads the body up to the route's limit and decodes it (unknown fields refused), the
-//! handler in `topics` calls `wharf_core::Broker`, and a [`CoreError`] becomes an
+//! handler in `topics` or `publish` calls `wharf_core::Broker`, and a [`CoreError`] becomes an
 //! [`ApiError`] (status and code) in one place, [`ApiError::from`].
 //!
 //! The OpenAPI document is derived (utoipa) from the same request and response types
 //! the handlers use, so a changed field shows up in both.
 
+mod publish;
 mod subscriptions;
 mod topics;
 
@@ -37,6 +39,11 @@ use wharf_core::{Broker, CoreError};
 /// a few hundred bytes, so anything near this is a mistake, refused with 413 before
 /// it is buffered whole.
 pub const ADMIN_BODY_LIMIT: usize = 1 << 20;
+
+/// Largest request body `POST /v1/topics/{topic}/messages` accepts: 16 MiB, room for
+/// many messages of Kafka's default 1 MiB `max.message.bytes`. Larger bodies are refused
+/// with 413 before they are buffered whole; send several requests instead.
+pub const PUBLISH_BODY_LIMIT: usize = 16 << 20;
 
 /// What every handler may reach: the broker and its queue subscriptions.
 #[derive(Clone)]
@@ -87,10 +94,14 @@ pub fn router(broker: Arc<Broker>, queues: Queues) -> Router {
         .route(&format!("{SUB}/seek"), post(subscriptions::seek))
         .route(&format!("{SUB}/redrive"), post(subscriptions::redrive))
         .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT));
+    let messages = Router::new()
+        .route("/v1/topics/{topic}/messages", post(publish::publish))
+        .layer(DefaultBodyLimit::max(PUBLISH_BODY_LIMIT));
     Router::new()
         .route("/health", get(health))
         .route("/v1/openapi.json", get(openapi))
         .merge(admin)
+        .merge(messages)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(AppState { broker, queues })
@@ -101,7 +112,7 @@ pub fn router(broker: Arc<Broker>, queues: Queues) -> Router {
 #[openapi(
     info(
         title = "Wharf HTTP API",
-        description = "Topics and queue subscriptions over HTTP/JSON. Every error answers `{\"error\":{\"code\":…,\"message\":…}}`."
+        description = "Topics, publishing and queue subscriptions over HTTP/JSON. Every error answers `{\"error\":{\"code\":…,\"message\":…}}`."
     ),
     paths(
         health,
@@ -119,9 +130,18 @@ pub fn router(broker: Arc<Broker>, queues: Queues) -> Router {
         subscriptions::nack,
         subscriptions::extend,
         subscriptions::seek,
-        subscriptions::redrive
+        subscriptions::redrive,
+        publish::publish
     ),
-    components(schemas(ErrorBody, ErrorDetail, Health))
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        Health,
+        publish::PublishRequest,
+        publish::PublishMessage,
+        publish::PublishResponse,
+        publish::PublishedMessage
+    ))
 )]
 pub struct ApiDoc;
 
@@ -185,7 +205,9 @@ impl From<CoreError> for ApiError {
             | E::InvalidPartitions { .. }
             | E::InvalidSubscription { .. }
             | E::InvalidSubscriptionName { .. }
-            | E::InvalidQueueRequest { .. } => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            | E::InvalidQueueRequest { .. }
+            | E::InvalidPublish { .. } => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            E::MessageTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             E::UnknownSubscription { .. } => (StatusCode::NOT_FOUND, "not_found"),
             E::Throttled { .. } => (StatusCode::TOO_MANY_REQUESTS, "backlog_throttled"),
             E::BacklogFull { .. } => (StatusCode::CONFLICT, "backlog_full"),
@@ -217,11 +239,12 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 
 /// A JSON request body, decoded into `T`. Unlike `axum::Json`, every rejection is an
 /// [`ApiError`]: 415 without a JSON Content-Type, 413 past the route's
-/// `DefaultBodyLimit`, 400 `invalid_json` with serde's message (which names an
-/// unknown or missing field, or the line and column of a syntax error).
-pub struct JsonBody<T>(pub T);
+/// `DefaultBodyLimit` (which must be `LIMIT`, the number the message names), 400
+/// `invalid_json` with serde's message (which names an unknown or missing field, or the
+/// line and column of a syntax error).
+pub struct JsonBody<T, const LIMIT: usize = ADMIN_BODY_LIMIT>(pub T);
 
-impl<S, T> FromRequest<S> for JsonBody<T>
+impl<S, T, const LIMIT: usize> FromRequest<S> for JsonBody<T, LIMIT>
 where
     S: Send + Sync,
     T: DeserializeOwned,
@@ -241,7 +264,7 @@ where
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",
-                    format!("the request body is larger than {ADMIN_BODY_LIMIT} bytes"),
+                    format!("the request body is larger than this route's limit of {LIMIT} bytes"),
                 )
             } else {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", r.body_text())
@@ -360,6 +383,7 @@ mod tests {
             ("/v1/topics", "post"),
             ("/v1/topics/{topic}", "get"),
             ("/v1/topics/{topic}", "delete"),
+            ("/v1/topics/{topic}/messages", "post"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path}: {doc:#}");
         }

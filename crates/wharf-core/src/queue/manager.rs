@@ -40,16 +40,10 @@ use super::settings::{
 use super::state::{AckId, DeadLetter, Delivery, Outcome, ReadRecord, SubState};
 use crate::broker::{Broker, ProduceGate};
 use crate::error::{CoreError, Result};
+use crate::headers;
 use crate::journal::JournalError;
 use crate::records::{self, Message};
 use crate::topic::{NewTopic, TopicDescription};
-
-/// Record header: how long (ms after publishing) a message waits before its first
-/// delivery to queue subscriptions.
-pub const DELAY_MS_HEADER: &str = "wharf-delay-ms";
-/// Record header: how long (ms after publishing) a message may wait for delivery before
-/// it is dead-lettered with reason `expired`.
-pub const TTL_MS_HEADER: &str = "wharf-ttl-ms";
 
 /// Headers a dead letter carries, besides the original message's own.
 pub mod dead_letter_headers {
@@ -117,14 +111,11 @@ fn open_journal(data_dir: &Path) -> Result<(DurableSubscriptions, durable::Journ
     Ok((state, journal))
 }
 
-/// The topic's `message.ttl.ms`, if set and positive.
+/// The topic's `message.ttl.ms`, if set.
 fn topic_ttl_ms(d: &TopicDescription) -> Option<i64> {
     d.config
-        .entries()
-        .into_iter()
-        .find(|(k, _)| *k == "message.ttl.ms")
-        .and_then(|(_, v)| v.parse::<i64>().ok())
-        .filter(|t| *t > 0)
+        .message_ttl_ms()
+        .and_then(|t| i64::try_from(t).ok())
 }
 
 /// One subscription.
@@ -682,8 +673,11 @@ impl Queues {
                     offset: m.offset,
                     published_ms: m.timestamp_ms,
                     key_hash: m.key.as_deref().map(key_hash),
-                    delay_ms: m.header_i64(DELAY_MS_HEADER),
-                    ttl_ms: m.header_i64(TTL_MS_HEADER).or(topic_ttl),
+                    delay_ms: m.header_i64(headers::DELAY_MS),
+                    ttl_ms: match (m.header_i64(headers::TTL_MS), topic_ttl) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    },
                 })
                 .collect();
             let mut st = lock(&sub.state);

@@ -8,8 +8,8 @@ pub mod settings;
 pub mod state;
 
 pub use manager::{
-    dead_letter_headers, Pulled, Queues, SeekTarget, SubStats, SubscriptionInfo, DELAY_MS_HEADER,
-    MAX_BLOCK, MAX_PULL, MAX_WAIT, TTL_MS_HEADER,
+    dead_letter_headers, Pulled, Queues, SeekTarget, SubStats, SubscriptionInfo, MAX_BLOCK,
+    MAX_PULL, MAX_WAIT,
 };
 pub use settings::{BacklogPolicy, Backoff, StartPosition, SubscriptionSettings};
 pub use state::{AckId, BadAckId, Outcome};

@@ -4,6 +4,7 @@ mod batch;
 mod broker;
 mod groups;
 mod producer;
+mod publish;
 mod registry;
 
 use std::path::Path;

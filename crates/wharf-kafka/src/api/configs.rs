@@ -24,7 +24,10 @@ const TYPE_LIST: i8 = 7;
 /// The Kafka config type of a topic setting.
 pub fn config_type(key: &str) -> i8 {
     match key {
-        wharf_core::RETENTION_MS | wharf_core::RETENTION_BYTES => TYPE_LONG,
+        wharf_core::RETENTION_MS
+        | wharf_core::RETENTION_BYTES
+        | wharf_core::MESSAGE_TTL_MS
+        | wharf_core::DEDUP_WINDOW_MS => TYPE_LONG,
         wharf_core::SEGMENT_BYTES | wharf_core::MAX_MESSAGE_BYTES => TYPE_INT,
         wharf_core::CLEANUP_POLICY => TYPE_LIST,
         _ => TYPE_STRING,

@@ -171,6 +171,14 @@ async fn configs_are_described_altered_and_incrementally_altered() {
         get(&r.configs, "cleanup.policy"),
         Some((Some("delete".into()), 5))
     );
+    assert_eq!(
+        get(&r.configs, "dedup.window.ms"),
+        Some((Some("300000".into()), 5))
+    );
+    assert_eq!(
+        get(&r.configs, "message.ttl.ms"),
+        Some((Some("-1".into()), 5))
+    );
 
     // Incremental: set one, delete the other.
     let inc =

@@ -27,7 +27,8 @@ pub struct CreateTopicRequest {
     pub partitions: u32,
     /// Per-topic overrides of the broker's defaults, with Kafka's keys and text values:
     /// `retention.ms`, `retention.bytes`, `segment.bytes`, `max.message.bytes`,
-    /// `cleanup.policy`.
+    /// `cleanup.policy`, and Wharf's `message.ttl.ms` (-1: none) and `dedup.window.ms`
+    /// (publisher deduplication window; 0 disables).
     #[serde(default)]
     #[schema(example = json!({"retention.ms": "86400000"}))]
     pub config: BTreeMap<String, String>,
@@ -45,7 +46,7 @@ pub struct Topic {
     pub id: uuid::Uuid,
     pub partitions: u32,
     /// Every setting in effect: the broker's defaults with the overrides applied.
-    #[schema(example = json!({"cleanup.policy": "delete", "max.message.bytes": "1048588", "retention.bytes": "-1", "retention.ms": "86400000", "segment.bytes": "1073741824"}))]
+    #[schema(example = json!({"cleanup.policy": "delete", "dedup.window.ms": "300000", "max.message.bytes": "1048588", "message.ttl.ms": "-1", "retention.bytes": "-1", "retention.ms": "86400000", "segment.bytes": "1073741824"}))]
     pub config: BTreeMap<String, String>,
     /// Only the settings this topic overrides.
     #[schema(example = json!({"retention.ms": "86400000"}))]
@@ -154,7 +155,7 @@ pub async fn delete_topic(
 
 /// The `{topic}` segment, or a JSON 400 instead of axum's plain-text rejection (a
 /// percent-encoding that is not UTF-8).
-fn topic_name(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+pub(super) fn topic_name(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     path.map(|Path(name)| name).map_err(|r| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

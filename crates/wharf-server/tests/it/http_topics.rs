@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::{serve_on, Server};
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
@@ -19,7 +19,7 @@ fn agent() -> ureq::Agent {
 }
 
 /// The status and the body parsed as JSON (every answer of this API is JSON).
-fn answer(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
+pub(crate) fn answer(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
     let mut resp = resp.expect("HTTP request");
     let status = resp.status().as_u16();
     let text = resp.body_mut().read_to_string().expect("body");
@@ -28,7 +28,7 @@ fn answer(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, 
     (status, json)
 }
 
-fn post(addr: SocketAddr, path: &str, content_type: &str, body: &str) -> (u16, Value) {
+pub(crate) fn post(addr: SocketAddr, path: &str, content_type: &str, body: &str) -> (u16, Value) {
     answer(
         agent()
             .post(&format!("http://{addr}{path}"))
@@ -41,7 +41,7 @@ fn post_json(addr: SocketAddr, body: &str) -> (u16, Value) {
     post(addr, "/v1/topics", "application/json", body)
 }
 
-fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
     answer(agent().get(&format!("http://{addr}{path}")).call())
 }
 
@@ -50,7 +50,7 @@ fn delete(addr: SocketAddr, path: &str) -> (u16, Value) {
 }
 
 /// Asserts the one error shape, and returns the message.
-fn error_of(status: u16, body: &Value, want_status: u16, want_code: &str) -> String {
+pub(crate) fn error_of(status: u16, body: &Value, want_status: u16, want_code: &str) -> String {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["error"]["code"], want_code, "{body}");
     body["error"]["message"]
@@ -74,6 +74,8 @@ fn topics_are_created_listed_described_and_deleted_over_http() {
     assert_eq!(created["partitions"], 3);
     assert_eq!(created["config"]["retention.ms"], "86400000");
     assert_eq!(created["config"]["cleanup.policy"], "delete");
+    assert_eq!(created["config"]["dedup.window.ms"], "300000");
+    assert_eq!(created["config"]["message.ttl.ms"], "-1");
     assert_eq!(created["overrides"], json!({"retention.ms": "86400000"}));
     assert!(created["id"].as_str().is_some_and(|id| id.len() == 36));
 
@@ -224,6 +226,11 @@ fn the_openapi_document_describes_every_topic_route() {
         ("/v1/topics", "get", &["200"][..]),
         ("/v1/topics/{topic}", "get", &["200", "404"][..]),
         ("/v1/topics/{topic}", "delete", &["200", "404"][..]),
+        (
+            "/v1/topics/{topic}/messages",
+            "post",
+            &["200", "400", "404", "413", "415"][..],
+        ),
         ("/v1/openapi.json", "get", &["200"][..]),
         ("/health", "get", &["200"][..]),
     ] {
@@ -234,14 +241,25 @@ fn the_openapi_document_describes_every_topic_route() {
         }
     }
     let schemas = &doc["components"]["schemas"];
-    for name in ["CreateTopicRequest", "Topic", "TopicList", "ErrorBody"] {
+    for name in [
+        "CreateTopicRequest",
+        "Topic",
+        "TopicList",
+        "ErrorBody",
+        "PublishRequest",
+        "PublishMessage",
+        "PublishResponse",
+        "PublishedMessage",
+    ] {
         assert!(schemas[name].is_object(), "schema {name} missing");
     }
-    assert_eq!(
-        schemas["CreateTopicRequest"]["additionalProperties"],
-        json!(false),
-        "unknown fields are refused, and the document should say so"
-    );
+    for name in ["CreateTopicRequest", "PublishRequest", "PublishMessage"] {
+        assert_eq!(
+            schemas[name]["additionalProperties"],
+            json!(false),
+            "{name}: unknown fields are refused, and the document should say so"
+        );
+    }
     let (status, log) = server.stop();
     assert!(status.success(), "{log}");
 }
