@@ -214,8 +214,8 @@ async fn serve_http(
     info!(http_addr = %bound, "HTTP API listening");
     info!("wharf ready");
 
-    let server =
-        axum::serve(listener, http::router(broker, queues)).with_graceful_shutdown(stopped(stop.clone()));
+    let server = axum::serve(listener, http::router(broker, queues))
+        .with_graceful_shutdown(stopped(stop.clone()));
     let mut server = tokio::spawn(async move { server.await });
     tokio::select! {
         joined = &mut server => {

@@ -13,7 +13,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use wharf_core::queue::{
-    AckId, Backoff, BacklogPolicy, Outcome, Pulled, Queues, SeekTarget, StartPosition,
+    AckId, BacklogPolicy, Backoff, Outcome, Pulled, Queues, SeekTarget, StartPosition,
     SubscriptionInfo, SubscriptionSettings, MAX_PULL,
 };
 
@@ -405,7 +405,9 @@ fn bad(message: impl Into<String>) -> ApiError {
 }
 
 /// `{topic}` and `{subscription}`, or a JSON 400.
-fn names(path: Result<Path<(String, String)>, PathRejection>) -> Result<(String, String), ApiError> {
+fn names(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(String, String), ApiError> {
     path.map(|Path(p)| p)
         .map_err(|r| bad(format!("bad path: {}", r.body_text())))
 }

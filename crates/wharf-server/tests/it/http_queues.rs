@@ -99,7 +99,12 @@ impl Q {
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| (m["partition"].as_u64().unwrap(), m["offset"].as_u64().unwrap()))
+            .map(|m| {
+                (
+                    m["partition"].as_u64().unwrap(),
+                    m["offset"].as_u64().unwrap(),
+                )
+            })
             .collect()
     }
 
@@ -115,7 +120,11 @@ impl Q {
 
     fn ack(&self, sub: &str, msgs: &[Value]) -> Value {
         let ids: Vec<&Value> = msgs.iter().map(|m| &m["ack_id"]).collect();
-        let (s, b) = self.call("POST", &self.sub_path(sub, "/ack"), &json!({ "ack_ids": ids }));
+        let (s, b) = self.call(
+            "POST",
+            &self.sub_path(sub, "/ack"),
+            &json!({ "ack_ids": ids }),
+        );
         assert_eq!(s, 200, "{b}");
         b
     }
@@ -223,7 +232,10 @@ fn competing_consumers_share_a_subscription_without_losing_or_doubling() {
                     );
                     assert_eq!(s, 200, "{r}");
                     assert_eq!(r["succeeded"].as_u64(), Some(msgs.len() as u64), "{r}");
-                    seen.extend(msgs.iter().map(|m| m["message_id"].as_str().unwrap().to_string()));
+                    seen.extend(
+                        msgs.iter()
+                            .map(|m| m["message_id"].as_str().unwrap().to_string()),
+                    );
                 }
                 seen
             })
@@ -239,7 +251,10 @@ fn competing_consumers_share_a_subscription_without_losing_or_doubling() {
     let unique: BTreeSet<&String> = all.iter().collect();
     assert_eq!(all.len(), total, "doubled deliveries: {per_worker:?}");
     assert_eq!(unique.len(), total);
-    assert!(per_worker.iter().filter(|n| **n > 0).count() >= 2, "{per_worker:?}");
+    assert!(
+        per_worker.iter().filter(|n| **n > 0).count() >= 2,
+        "{per_worker:?}"
+    );
     let stats = q.stats("workers");
     assert_eq!(stats["backlog"], 0, "{stats}");
     assert_eq!(stats["acked"], total as u64, "{stats}");
@@ -254,11 +269,18 @@ fn an_unacked_message_comes_back_after_its_ack_deadline_with_delivery_count_2() 
     let first = q.pull("s", "a", 1, 2000);
     assert_eq!(first.len(), 1);
     assert_eq!(first[0]["delivery_count"], 1);
-    assert!(q.pull("s", "b", 1, 0).is_empty(), "leased: not delivered twice at once");
+    assert!(
+        q.pull("s", "b", 1, 0).is_empty(),
+        "leased: not delivered twice at once"
+    );
     let t = Instant::now();
     let second = q.pull("s", "b", 1, 5000);
     assert_eq!(second.len(), 1);
-    assert!(t.elapsed() >= Duration::from_millis(300), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
     assert_eq!(second[0]["delivery_count"], 2);
     assert_eq!(second[0]["message_id"], first[0]["message_id"]);
     // The first delivery's lease is over: its nack is stale, the new one's ack counts.
@@ -286,7 +308,8 @@ fn nacks_back_off_longer_each_time_then_dead_letter_with_origin_headers_and_redr
         "s",
         json!({"max_deliveries": 3, "backoff": {"initial_ms": 300, "multiplier": 3.0, "max_ms": 10000}}),
     );
-    let published = q.publish_ok(json!([{"key": "k1", "value": "poison", "headers": {"trace": "abc"}}]));
+    let published =
+        q.publish_ok(json!([{"key": "k1", "value": "poison", "headers": {"trace": "abc"}}]));
     let mut gaps = Vec::new();
     let mut last = q.pull("s", "c", 1, 2000);
     let mut id = last[0]["message_id"].clone();
@@ -338,12 +361,24 @@ fn nacks_back_off_longer_each_time_then_dead_letter_with_origin_headers_and_redr
     assert_eq!(h["wharf-dlq-subscription"], "s");
     assert_eq!(h["wharf-dlq-delivery-count"], "3");
     assert_eq!(h["wharf-dlq-reason"], "boom 3");
-    let first: i64 = h["wharf-dlq-first-failure-ms"].as_str().unwrap().parse().unwrap();
-    let last_f: i64 = h["wharf-dlq-last-failure-ms"].as_str().unwrap().parse().unwrap();
+    let first: i64 = h["wharf-dlq-first-failure-ms"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let last_f: i64 = h["wharf-dlq-last-failure-ms"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(first > 0 && last_f >= first + 900, "{h}");
     assert!(q.pull("s", "c", 1, 500).is_empty());
     let stats = q.stats("s");
-    assert_eq!((stats["dead_lettered"].as_u64(), stats["backlog"].as_u64()), (Some(1), Some(0)), "{stats}");
+    assert_eq!(
+        (stats["dead_lettered"].as_u64(), stats["backlog"].as_u64()),
+        (Some(1), Some(0)),
+        "{stats}"
+    );
 
     // Redrive: the message is delivered again, its count starting over.
     let (s, r) = q.call("POST", &q.sub_path("s", "/redrive"), &json!({}));
@@ -371,9 +406,12 @@ fn ordered_by_key_holds_back_only_the_poisoned_key() {
         {"key": "B", "value": "B2"}, {"key": "C", "value": "C1"}, {"key": "B", "value": "B3"}
     ]));
     let first = q.pull("s", "c", 10, 2000);
-    assert_eq!(values(&first), vec!["A1", "B1", "C1"], "one message per key at a time");
-    let (a1, rest): (Vec<Value>, Vec<Value>) =
-        first.into_iter().partition(|m| m["value"] == "A1");
+    assert_eq!(
+        values(&first),
+        vec!["A1", "B1", "C1"],
+        "one message per key at a time"
+    );
+    let (a1, rest): (Vec<Value>, Vec<Value>) = first.into_iter().partition(|m| m["value"] == "A1");
     q.nack("s", &a1, "poison");
     q.ack("s", &rest);
     // A is parked for its backoff; B flows on in order.
@@ -401,11 +439,19 @@ fn delayed_messages_wait_and_expired_ones_are_dead_lettered() {
     q.publish_ok(json!([{"value": "delayed", "delay_ms": 1200}, {"value": "now"}]));
     let t = Instant::now();
     let now = q.pull("s", "c", 10, 0);
-    assert_eq!(values(&now), vec!["now"], "the delayed message waits; others pass it");
+    assert_eq!(
+        values(&now),
+        vec!["now"],
+        "the delayed message waits; others pass it"
+    );
     q.ack("s", &now);
     let later = q.pull("s", "c", 10, 5000);
     assert_eq!(values(&later), vec!["delayed"]);
-    assert!(t.elapsed() >= Duration::from_millis(900), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
     q.ack("s", &later);
 
     q.publish_ok(json!([{"value": "stale", "ttl_ms": 200}, {"value": "fresh", "ttl_ms": 60000}]));
@@ -421,9 +467,19 @@ fn delayed_messages_wait_and_expired_ones_are_dead_lettered() {
         assert!(Instant::now() < deadline, "{stats}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let (s, _) = call(q.server.http, "PUT", "/v1/topics/later.s.dlq/subscriptions/x", &json!({"start": "earliest"}));
+    let (s, _) = call(
+        q.server.http,
+        "PUT",
+        "/v1/topics/later.s.dlq/subscriptions/x",
+        &json!({"start": "earliest"}),
+    );
     assert_eq!(s, 201);
-    let (_, b) = call(q.server.http, "POST", "/v1/topics/later.s.dlq/subscriptions/x/pull", &json!({"max_messages": 5, "wait_ms": 3000}));
+    let (_, b) = call(
+        q.server.http,
+        "POST",
+        "/v1/topics/later.s.dlq/subscriptions/x/pull",
+        &json!({"max_messages": 5, "wait_ms": 3000}),
+    );
     let dead = b["messages"].as_array().unwrap();
     assert_eq!(dead.len(), 1, "{b}");
     assert_eq!(dead[0]["value"], "stale");
@@ -434,12 +490,18 @@ fn delayed_messages_wait_and_expired_ones_are_dead_lettered() {
 fn a_full_backlog_rejects_or_throttles_publishers_until_consumers_catch_up() {
     let dir = tempfile::tempdir().unwrap();
     let q = Q::start(dir.path(), "bp", 1);
-    q.subscribe("strict", json!({"max_backlog_messages": 3, "backlog_policy": "reject"}));
+    q.subscribe(
+        "strict",
+        json!({"max_backlog_messages": 3, "backlog_policy": "reject"}),
+    );
     q.publish_ok(batch("m", 3));
     let (s, b) = q.publish(batch("over", 1));
     assert_eq!(s, 409, "{b}");
     assert_eq!(b["error"]["code"], "backlog_full");
-    assert!(b["error"]["message"].as_str().unwrap().contains("strict"), "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("strict"),
+        "{b}"
+    );
     let got = q.pull("strict", "c", 1, 1000);
     q.ack("strict", &got);
     q.publish_ok(batch("again", 1));
@@ -448,7 +510,11 @@ fn a_full_backlog_rejects_or_throttles_publishers_until_consumers_catch_up() {
     assert_eq!(values(&rest), vec!["m1", "m2", "again0"]);
     q.ack("strict", &rest);
 
-    let (s, _) = q.call("PUT", &q.sub_path("strict", ""), &json!({"max_backlog_messages": 2, "backlog_policy": "block"}));
+    let (s, _) = q.call(
+        "PUT",
+        &q.sub_path("strict", ""),
+        &json!({"max_backlog_messages": 2, "backlog_policy": "block"}),
+    );
     assert_eq!(s, 200);
     q.publish_ok(batch("b", 2));
     let resp = agent()
@@ -487,7 +553,11 @@ fn seek_moves_a_subscription_back_by_offset_and_by_time() {
     assert_eq!(s, 200);
     let from_time = q.pull_n("s", 2, Duration::from_secs(5));
     assert_eq!(values(&from_time), vec!["n0", "n1"]);
-    let (s, e) = q.call("POST", &q.sub_path("s", "/seek"), &json!({"offset": 1, "time": t}));
+    let (s, e) = q.call(
+        "POST",
+        &q.sub_path("s", "/seek"),
+        &json!({"offset": 1, "time": t}),
+    );
     assert_eq!(s, 400, "{e}");
 }
 
@@ -527,7 +597,10 @@ fn after_sigkill_no_unacked_message_is_lost_and_no_acked_one_comes_back() {
     let back_ids = ids(&back);
     let want: BTreeSet<String> = ids(&unacked).into_keys().collect();
     assert_eq!(back_ids.keys().cloned().collect::<BTreeSet<_>>(), want);
-    assert!(back_ids.values().all(|c| *c == 2), "delivery counts survive: {back_ids:?}");
+    assert!(
+        back_ids.values().all(|c| *c == 2),
+        "delivery counts survive: {back_ids:?}"
+    );
     q.ack("s", &back);
     assert_eq!(q.stats("s")["backlog"], 0);
 }
@@ -538,31 +611,154 @@ fn bad_requests_get_a_4xx_with_a_readable_message() {
     let q = Q::start(dir.path(), "bad", 1);
     q.subscribe("s", json!({}));
     let cases = [
-        ("PUT", q.sub_path("s", ""), json!({"ack_deadline_ms": 0}), 400),
+        (
+            "PUT",
+            q.sub_path("s", ""),
+            json!({"ack_deadline_ms": 0}),
+            400,
+        ),
         ("PUT", q.sub_path("s", ""), json!({"nope": 1}), 400),
         ("PUT", q.sub_path("bad/name", ""), json!({}), 404),
-        ("PUT", "/v1/topics/none/subscriptions/s".to_string(), json!({}), 404),
+        (
+            "PUT",
+            "/v1/topics/none/subscriptions/s".to_string(),
+            json!({}),
+            404,
+        ),
         ("GET", q.sub_path("missing", ""), json!(null), 404),
-        ("POST", q.sub_path("s", "/pull"), json!({"max_messages": 0}), 400),
-        ("POST", q.sub_path("s", "/pull"), json!({"max_messages": 5000}), 400),
-        ("POST", q.sub_path("s", "/ack"), json!({"ack_ids": ["garbage"]}), 400),
+        (
+            "POST",
+            q.sub_path("s", "/pull"),
+            json!({"max_messages": 0}),
+            400,
+        ),
+        (
+            "POST",
+            q.sub_path("s", "/pull"),
+            json!({"max_messages": 5000}),
+            400,
+        ),
+        (
+            "POST",
+            q.sub_path("s", "/ack"),
+            json!({"ack_ids": ["garbage"]}),
+            400,
+        ),
         ("POST", q.sub_path("s", "/ack"), json!({"ack_ids": []}), 400),
-        ("POST", q.sub_path("s", "/nack"), json!({"ack_ids": ["1-2"]}), 400),
-        ("POST", q.sub_path("s", "/extend"), json!({"ack_ids": ["0-0-1"], "deadline_ms": 0}), 400),
+        (
+            "POST",
+            q.sub_path("s", "/nack"),
+            json!({"ack_ids": ["1-2"]}),
+            400,
+        ),
+        (
+            "POST",
+            q.sub_path("s", "/extend"),
+            json!({"ack_ids": ["0-0-1"], "deadline_ms": 0}),
+            400,
+        ),
         ("POST", q.sub_path("s", "/seek"), json!({}), 400),
     ];
     for (method, path, body, want) in cases {
         let (s, b) = q.call(method, &path, &body);
         assert_eq!(s, want, "{method} {path} {body}: {b}");
         assert!(
-            b["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            b["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
             "{b}"
         );
     }
-    let (s, b) = q.call("POST", &q.sub_path("s", "/ack"), &json!({"ack_ids": ["0-99-1"]}));
+    let (s, b) = q.call(
+        "POST",
+        &q.sub_path("s", "/ack"),
+        &json!({"ack_ids": ["0-99-1"]}),
+    );
     assert_eq!(s, 200);
     assert_eq!(b["results"][0]["status"], "unknown");
     let (s, b) = q.call("DELETE", &q.sub_path("s", ""), &json!(null));
     assert_eq!(s, 200, "{b}");
     assert_eq!(q.call("GET", &q.sub_path("s", ""), &json!(null)).0, 404);
+}
+
+#[test]
+fn kafka_producers_are_held_back_by_a_blocking_backlog_and_refused_by_a_rejecting_one() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let q = Q::start(dir.path(), "kbp", 1);
+    q.subscribe(
+        "s",
+        json!({"max_backlog_messages": 2, "backlog_policy": "block"}),
+    );
+    q.publish_ok(batch("m", 2));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", q.server.kafka.unwrap().to_string())
+        .set("acks", "all")
+        .set("message.timeout.ms", "20000")
+        .create()
+        .expect("producer");
+    let send = |value: &str| {
+        rt.block_on(producer.send(
+            FutureRecord::<(), _>::to("kbp").partition(0).payload(value),
+            Duration::from_secs(20),
+        ))
+    };
+    let addr = q.server.http;
+    let drain = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        let (_, b) = call(
+            addr,
+            "POST",
+            "/v1/topics/kbp/subscriptions/s/pull",
+            &json!({"max_messages": 10, "wait_ms": 1000}),
+        );
+        let ids: Vec<Value> = b["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["ack_id"].clone())
+            .collect();
+        call(
+            addr,
+            "POST",
+            "/v1/topics/kbp/subscriptions/s/ack",
+            &json!({ "ack_ids": ids }),
+        );
+        ids.len()
+    });
+    let t = Instant::now();
+    let sent = send("held");
+    let held = t.elapsed();
+    assert_eq!(drain.join().unwrap(), 2);
+    assert!(sent.is_ok(), "{sent:?}");
+    assert!(
+        held >= Duration::from_millis(1200) && held < Duration::from_millis(4900),
+        "held {held:?}: until the backlog drained, not the whole 5 s"
+    );
+
+    let (s, _) = q.call(
+        "PUT",
+        &q.sub_path("s", ""),
+        &json!({"max_backlog_messages": 1, "backlog_policy": "reject"}),
+    );
+    assert_eq!(s, 200);
+    match send("refused") {
+        Err((KafkaError::MessageProduction(code), _)) => {
+            assert_eq!(code, RDKafkaErrorCode::PolicyViolation)
+        }
+        other => panic!("expected a policy violation, got {other:?}"),
+    }
+    let got = q.pull_n("s", 1, Duration::from_secs(5));
+    assert_eq!(
+        values(&got),
+        vec!["held"],
+        "the refused message was not stored"
+    );
 }
