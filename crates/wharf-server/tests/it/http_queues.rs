@@ -709,6 +709,7 @@ fn kafka_producers_are_held_back_by_a_blocking_backlog_and_refused_by_a_rejectin
             FutureRecord::<(), _>::to("kbp").partition(0).payload(value),
             Duration::from_secs(20),
         ))
+        .map_err(|(e, _)| e)
     };
     let addr = q.server.http;
     let drain = std::thread::spawn(move || {
@@ -750,7 +751,7 @@ fn kafka_producers_are_held_back_by_a_blocking_backlog_and_refused_by_a_rejectin
     );
     assert_eq!(s, 200);
     match send("refused") {
-        Err((KafkaError::MessageProduction(code), _)) => {
+        Err(KafkaError::MessageProduction(code)) => {
             assert_eq!(code, RDKafkaErrorCode::PolicyViolation)
         }
         other => panic!("expected a policy violation, got {other:?}"),
