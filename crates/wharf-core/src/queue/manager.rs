@@ -43,7 +43,7 @@ use crate::error::{CoreError, Result};
 use crate::headers;
 use crate::journal::JournalError;
 use crate::records::{self, Message};
-use crate::topic::{NewTopic, TopicDescription};
+use crate::topic::{NewTopic, TopicDescription, TopicName};
 
 /// Headers a dead letter carries, besides the original message's own.
 pub mod dead_letter_headers {
@@ -249,10 +249,9 @@ impl Queues {
         };
         let weak = Arc::downgrade(&queues.inner);
         tokio::spawn(tick(weak));
-        let gate: Arc<dyn ProduceGate> = Arc::new(queues.clone());
-        broker.set_produce_gate(Arc::downgrade(&gate));
-        // The broker holds only a weak reference; keep the gate alive with the queues.
-        std::mem::forget(gate);
+        // Weak: the queues hold the broker, not the other way round.
+        let gate: Weak<Inner> = Arc::downgrade(&queues.inner);
+        broker.set_produce_gate(gate);
         Ok(queues)
     }
 
@@ -360,6 +359,20 @@ impl Queues {
     ) -> Result<(SubscriptionInfo, bool)> {
         validate_subscription_name(name)?;
         settings.validate()?;
+        // The dead-letter topic must be a valid topic name before any message needs it.
+        let dlq = settings.dead_letter_topic_for(topic, name);
+        TopicName::new(dlq.clone()).map_err(|e| CoreError::InvalidSubscription {
+            field: "dead_letter_topic".into(),
+            value: dlq,
+            reason: format!("{e} (name one with dead_letter_topic)"),
+        })?;
+        if settings.dead_letter_topic.as_deref() == Some(topic) {
+            return Err(CoreError::InvalidSubscription {
+                field: "dead_letter_topic".into(),
+                value: topic.into(),
+                reason: "a subscription cannot dead-letter into its own topic".into(),
+            });
+        }
         let json = serde_json::to_string(&settings).map_err(|e| CoreError::Internal {
             what: "encoding subscription settings",
             reason: e.to_string(),
@@ -1001,10 +1014,17 @@ impl Queues {
 
     // ---- back-pressure ---------------------------------------------------------------
 
+    /// Whether `topic` takes new messages now: see [`ProduceGate::admit`].
+    pub fn admit(&self, topic: &str) -> Result<()> {
+        self.inner.admit(topic)
+    }
+}
+
+impl Inner {
     /// Whether `topic` takes new messages now: the first subscription over its backlog
     /// limit says no (`Throttled` for `block`, `BacklogFull` for `reject`).
     pub fn admit(&self, topic: &str) -> Result<()> {
-        let subs: Vec<Arc<Sub>> = lock(&self.inner.subs)
+        let subs: Vec<Arc<Sub>> = lock(&self.subs)
             .range((topic.to_string(), String::new())..)
             .take_while(|((t, _), _)| t == topic)
             .map(|(_, s)| Arc::clone(s))
@@ -1012,7 +1032,7 @@ impl Queues {
         if subs.is_empty() {
             return Ok(());
         }
-        let broker = &self.inner.broker;
+        let broker = &self.broker;
         let Ok(desc) = broker.describe_topic(topic) else {
             return Ok(());
         };
@@ -1066,18 +1086,19 @@ impl Queues {
     }
 }
 
-impl ProduceGate for Queues {
+impl ProduceGate for Inner {
     fn admit(&self, topic: &str) -> Result<()> {
-        Queues::admit(self, topic)
+        Inner::admit(self, topic)
     }
 
     fn drained(&self) -> tokio::sync::futures::Notified<'_> {
-        self.inner.drained.notified()
+        self.drained.notified()
     }
 }
 
 /// Ends expired leases of every subscription, every [`TICK`], so that a message whose
-/// consumer went away is dead-lettered (or made available) even when nobody pulls.
+/// consumer went away is dead-lettered (or made available) even when nobody pulls; and
+/// removes the subscriptions of deleted topics.
 async fn tick(inner: Weak<Inner>) {
     let mut every = tokio::time::interval(TICK);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1099,6 +1120,16 @@ async fn tick(inner: Weak<Inner>) {
             let subs: Vec<Arc<Sub>> = lock(&queues.inner.subs).values().cloned().collect();
             let now = now_ms();
             for sub in subs {
+                // A subscription dies with its topic (deleted, or deleted and made anew).
+                let gone = match queues.inner.broker.describe_topic(&sub.topic) {
+                    Ok(d) => d.id != sub.topic_id,
+                    Err(e) => matches!(e, CoreError::UnknownTopic { .. }),
+                };
+                if gone {
+                    info!(topic = %sub.topic, subscription = %sub.name, "subscription removed with its topic");
+                    queues.forget(&sub);
+                    continue;
+                }
                 let mut st = lock(&sub.state);
                 if st.expire(now) > 0 {
                     let _ = queues.flush(&sub, &mut st, false);

@@ -399,22 +399,21 @@ impl SubState {
             for (o, reason) in to_dead {
                 self.send_to_dead(p, o, now, reason);
             }
-            for o in picked {
-                out.push(self.lease(p, o, now, &consumer));
-            }
+            out.extend(
+                picked
+                    .into_iter()
+                    .filter_map(|o| self.lease(p, o, now, &consumer)),
+            );
         }
         self.turn = (self.turn + 1) % n;
         out
     }
 
-    fn lease(&mut self, p: u32, o: u64, now: i64, consumer: &Arc<str>) -> Delivery {
+    fn lease(&mut self, p: u32, o: u64, now: i64, consumer: &Arc<str>) -> Option<Delivery> {
         let deadline =
             now.saturating_add(i64::try_from(self.settings.ack_deadline_ms).unwrap_or(i64::MAX));
         let id = self.id;
-        let e = self.parts[p as usize]
-            .window
-            .get_mut(&o)
-            .expect("select picked an offset in the window");
+        let e = self.parts.get_mut(p as usize)?.window.get_mut(&o)?;
         e.meta.deliveries += 1;
         e.meta.retry_at_ms = 0;
         e.lease = Some(Lease {
@@ -440,7 +439,7 @@ impl SubState {
         self.leases.insert((deadline, p, o));
         *self.in_flight.entry(Arc::clone(consumer)).or_default() += 1;
         self.counters.delivered += 1;
-        delivery
+        Some(delivery)
     }
 
     /// Drops an entry's lease, if any, from the indexes.

@@ -676,9 +676,43 @@ fn bad_requests_get_a_4xx_with_a_readable_message() {
     );
     assert_eq!(s, 200);
     assert_eq!(b["results"][0]["status"], "unknown");
+    // A default dead-letter topic name that would be too long is refused up front.
+    let long = "x".repeat(200);
+    let (s, b) = q.call("PUT", &q.sub_path(&long, ""), &json!({}));
+    assert_eq!(s, 201, "{b}");
+    let (_, t) = q.call("POST", "/v1/topics", &json!({"name": "y".repeat(100)}));
+    let (s, b) = q.call(
+        "PUT",
+        &format!(
+            "/v1/topics/{}/subscriptions/{long}",
+            t["name"].as_str().unwrap()
+        ),
+        &json!({}),
+    );
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("dead_letter_topic"),
+        "{b}"
+    );
+
     let (s, b) = q.call("DELETE", &q.sub_path("s", ""), &json!(null));
     assert_eq!(s, 200, "{b}");
     assert_eq!(q.call("GET", &q.sub_path("s", ""), &json!(null)).0, 404);
+
+    // Subscriptions go with their topic; a topic made anew under the name has none.
+    q.subscribe("s", json!({}));
+    assert_eq!(q.call("DELETE", "/v1/topics/bad", &json!(null)).0, 200);
+    assert_eq!(q.call("POST", "/v1/topics", &json!({"name": "bad"})).0, 201);
+    assert_eq!(q.call("GET", &q.sub_path("s", ""), &json!(null)).0, 404);
+    let (s, list) = q.call("GET", "/v1/topics/bad/subscriptions", &json!(null));
+    assert_eq!(
+        (s, list["subscriptions"].as_array().unwrap().len()),
+        (200, 0),
+        "{list}"
+    );
 }
 
 #[test]
