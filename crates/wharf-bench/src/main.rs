@@ -4,6 +4,7 @@
 mod amqp;
 mod disk;
 mod driver;
+mod http;
 mod kafka;
 mod nats;
 mod plot;
@@ -42,14 +43,16 @@ struct Cli {
 struct Global {
     /// Client protocol to speak: kafka (librdkafka), amqp (AMQP 0-9-1 through lapin, for
     /// RabbitMQ), jetstream (NATS JetStream: a file-stored stream per topic, a durable
-    /// pull consumer per group) or nats (core NATS: no retention, so no `consume`; for
-    /// e2e, latency and fanout).
+    /// pull consumer per group), nats (core NATS: no retention, so no `consume`; for
+    /// e2e, latency and fanout) or http (Wharf's HTTP/JSON queue API: batched publishes,
+    /// a subscription per group, long-polled pulls acknowledged before they count).
     #[arg(long, value_enum, default_value_t = DriverKind::Kafka, global = true)]
     driver: DriverKind,
     /// Where the broker is. Kafka: bootstrap servers (host:port[,host:port...]), by
     /// default 127.0.0.1:9092. AMQP: a URL, by default
     /// amqp://guest:guest@127.0.0.1:5672/%2f (%2f is the vhost "/"). jetstream and
-    /// nats: a NATS URL, by default nats://127.0.0.1:4222.
+    /// nats: a NATS URL, by default nats://127.0.0.1:4222. http: host:port (or a URL)
+    /// of Wharf's HTTP API, by default 127.0.0.1:8080.
     #[arg(long, global = true)]
     brokers: Option<String>,
     /// AMQP: the type of the groups' queues. classic: durable, persistent messages
@@ -63,7 +66,7 @@ struct Global {
     /// Also write the results, parameters and machine as JSON to FILE.
     #[arg(long, value_name = "FILE", global = true)]
     json: Option<PathBuf>,
-    /// Also draw the run's latency percentiles (e2e, latency, fanout, partitions) into
+    /// Also draw the run's latency percentiles (e2e, latency, fanout, partitions, queue) into
     /// FILE.png.
     #[arg(long, value_name = "FILE.png", global = true)]
     plot: Option<PathBuf>,
@@ -84,6 +87,7 @@ enum DriverKind {
     Amqp,
     Jetstream,
     Nats,
+    Http,
 }
 
 impl Global {
@@ -94,6 +98,7 @@ impl Global {
             (None, DriverKind::Kafka) => "127.0.0.1:9092",
             (None, DriverKind::Amqp) => "amqp://guest:guest@127.0.0.1:5672/%2f",
             (None, DriverKind::Jetstream | DriverKind::Nats) => "nats://127.0.0.1:4222",
+            (None, DriverKind::Http) => "127.0.0.1:8080",
         }
     }
 }
@@ -162,6 +167,21 @@ enum Workload {
         #[arg(long, default_value_t = 1)]
         consumers: usize,
     },
+    /// 1 producer and N consumers sharing one queue (a subscription; a consumer group on
+    /// the other drivers) that acknowledge what they receive: msgs/s acknowledged by the
+    /// consumers and end-to-end latency (send to acknowledgement with --driver http, to
+    /// receipt elsewhere). For --driver http primarily; kafka (offsets committed at the
+    /// end and checked), jetstream and amqp run it too for comparison.
+    Queue {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        producer: ProducerArgs,
+        /// Consumers sharing the queue (the topic gets as many partitions unless
+        /// --partitions, so every Kafka consumer has one).
+        #[arg(long, default_value_t = 4)]
+        consumers: usize,
+    },
     /// No broker: writes --size bytes and fdatasyncs them, --rate times a second, in a
     /// file under --dir, each write timed from when it was due (as `latency` times
     /// messages): the disk's own latency at that rate, the floor under any broker that
@@ -204,8 +224,9 @@ struct RunArgs {
     /// Payload size in bytes (at least 8: the send timestamp).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(8..=100_000_000))]
     size: u64,
-    /// Partitions of the topic created for the run (default 1; 1000 for `partitions`).
-    /// Kafka only: NATS subjects and AMQP exchanges have none.
+    /// Partitions of the topic created for the run (default 1; 1000 for `partitions`;
+    /// --consumers for `queue`). Kafka and http only: NATS subjects and AMQP exchanges
+    /// have none.
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=100_000))]
     partitions: Option<i32>,
     /// Stop after this many messages (all producers together).
@@ -340,6 +361,7 @@ fn run(cli: Cli) -> Result<()> {
             cli.global.brokers().to_owned(),
             nats::Flavor::Core,
         )?),
+        DriverKind::Http => Box::new(http::HttpDriver::new(cli.global.brokers())),
     };
     let (name, run, producer) = match &cli.workload {
         Workload::Produce { run, producer, .. } => ("produce", run, producer),
@@ -348,12 +370,22 @@ fn run(cli: Cli) -> Result<()> {
         Workload::Latency { run, producer, .. } => ("latency", run, producer),
         Workload::Fanout { run, producer, .. } => ("fanout", run, producer),
         Workload::Partitions { run, producer, .. } => ("partitions", run, producer),
+        Workload::Queue { run, producer, .. } => ("queue", run, producer),
         Workload::Plot { .. } | Workload::Disk { .. } => unreachable!("handled above"),
     };
     let mut run = run.clone();
-    let partitions = *run
-        .partitions
-        .get_or_insert(if name == "partitions" { 1000 } else { 1 });
+    let partitions = *run.partitions.get_or_insert(match &cli.workload {
+        Workload::Partitions { .. } => 1000,
+        Workload::Queue { consumers, .. } => (*consumers).clamp(1, 100_000) as i32,
+        _ => 1,
+    });
+    if name == "queue" && !driver.retains() {
+        bail!(
+            "queue needs a broker that keeps messages until a consumer acknowledges them; \
+             the {} driver does not (use http, kafka, jetstream or amqp)",
+            driver.name()
+        );
+    }
     let keys = *run.keys.get_or_insert(if name == "partitions" {
         4 * partitions as u64
     } else {
@@ -407,6 +439,7 @@ fn run(cli: Cli) -> Result<()> {
         Workload::Partitions { consumers, .. } => {
             workload::partitions(&params, (*consumers).max(1), &run_id)
         }
+        Workload::Queue { consumers, .. } => workload::queue(&params, (*consumers).max(1), &run_id),
         Workload::Plot { .. } | Workload::Disk { .. } => unreachable!("handled above"),
     };
     done.store(true, Ordering::Relaxed);
@@ -428,7 +461,9 @@ fn run(cli: Cli) -> Result<()> {
         Workload::E2e { .. } => serde_json::json!({}),
         Workload::Latency { rate, .. } => serde_json::json!({ "rate": rate }),
         Workload::Fanout { groups, .. } => serde_json::json!({ "groups": groups }),
-        Workload::Partitions { consumers, .. } => serde_json::json!({ "consumers": consumers }),
+        Workload::Partitions { consumers, .. } | Workload::Queue { consumers, .. } => {
+            serde_json::json!({ "consumers": consumers })
+        }
         Workload::Plot { .. } | Workload::Disk { .. } => unreachable!("handled above"),
     };
     let mut params_json = serde_json::json!({ "run": run, "producer": producer });
@@ -457,7 +492,7 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(path) = &cli.global.plot {
         let curve = report.latency.as_ref().map(|l| l.curve.clone());
         let Some(curve) = curve else {
-            bail!("--plot: this run measured no latency (use e2e, latency, fanout or partitions)");
+            bail!("--plot: this run measured no latency (use e2e, latency, fanout, partitions or queue)");
         };
         let label = format!("{} {name}", report.driver);
         plot::draw(

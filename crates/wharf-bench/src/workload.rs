@@ -20,7 +20,7 @@ use crate::driver::{Acks, Consumer, Driver, Producer, ProducerOpts};
 /// deleted without a straggling client creating it again.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-fn interrupted() -> bool {
+pub(crate) fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::Relaxed)
 }
 
@@ -313,15 +313,18 @@ fn produce_and_read(
     schedule: Option<Duration>,
     run_id: &str,
 ) -> Result<Outcome> {
-    produce_and_read_group(p, groups, 1, schedule, run_id)
+    produce_and_read_group(p, groups, 1, schedule, false, run_id)
 }
 
-/// [`produce_and_read`] with `per_group` consumers sharing each group's messages.
+/// [`produce_and_read`] with `per_group` consumers sharing each group's messages; with
+/// `commit`, every consumer commits at the end and the positions read back are
+/// reported (see [`consume`]).
 fn produce_and_read_group(
     p: &Params<'_>,
     groups: usize,
     per_group: usize,
     schedule: Option<Duration>,
+    commit: bool,
     run_id: &str,
 ) -> Result<Outcome> {
     let origin = Instant::now();
@@ -381,6 +384,11 @@ fn produce_and_read_group(
         .sum();
     let end = Duration::from_micros(last.load(Ordering::Relaxed));
     let acked = acks.messages();
+    let committed = if commit {
+        commit_all(&mut readers)?
+    } else {
+        None
+    };
     Ok(Outcome {
         messages: received,
         bytes,
@@ -389,7 +397,7 @@ fn produce_and_read_group(
         acked,
         failed: acks.failed.load(Ordering::Relaxed),
         received,
-        committed: None,
+        committed,
         latency: Some(histogram),
     })
 }
@@ -414,7 +422,30 @@ pub fn latency(p: &Params<'_>, rate: u64, run_id: &str) -> Result<Outcome> {
 
 /// 1 producer over a many-partition topic and `consumers` consumers in one group.
 pub fn partitions(p: &Params<'_>, consumers: usize, run_id: &str) -> Result<Outcome> {
-    produce_and_read_group(p, 1, consumers, None, run_id)
+    produce_and_read_group(p, 1, consumers, None, false, run_id)
+}
+
+/// 1 producer, `consumers` consumers sharing one queue (an HTTP subscription, or a
+/// consumer group) and acknowledging what they get: end-to-end msgs/s and latency. The
+/// HTTP driver hands a message over only once its ack was accepted, so there the count
+/// and the latency are to the acknowledgement; Kafka consumers commit at the end (and
+/// the committed offsets are read back), JetStream and AMQP ack as they read.
+pub fn queue(p: &Params<'_>, consumers: usize, run_id: &str) -> Result<Outcome> {
+    produce_and_read_group(p, 1, consumers, None, true, run_id)
+}
+
+/// Commits every reader's position (none share an assignment: they are all still in
+/// their group) and adds up what the commits cover; `None` where the protocol has no
+/// committed positions.
+fn commit_all(readers: &mut [Reader]) -> Result<Option<u64>> {
+    let mut committed = Some(0);
+    for r in readers.iter_mut() {
+        committed = match (committed, r.consumer.commit()?) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+    }
+    Ok(committed)
 }
 
 /// 1 producer, `groups` consumer groups that each receive every message: deliveries.
@@ -472,13 +503,7 @@ pub fn consume(p: &Params<'_>, consumers: usize, run_id: &str) -> Result<Outcome
     let received = group_count.load(Ordering::Acquire);
     // Every consumer is still in the group, so the assignments do not overlap and
     // their committed positions add up.
-    let mut committed = Some(0);
-    for r in readers.iter_mut() {
-        committed = match (committed, r.consumer.commit()?) {
-            (Some(a), Some(b)) => Some(a + b),
-            _ => None,
-        };
-    }
+    let committed = commit_all(&mut readers)?;
     let first = Duration::from_micros(first.load(Ordering::Relaxed).min(u64::MAX / 2));
     let last = Duration::from_micros(last.load(Ordering::Relaxed));
     Ok(Outcome {

@@ -116,6 +116,7 @@ where
 struct Broker {
     child: Child,
     kafka: SocketAddr,
+    http: SocketAddr,
     data: tempfile::TempDir,
 }
 
@@ -137,31 +138,51 @@ impl Broker {
         let mut broker = Broker {
             child,
             kafka: "0.0.0.0:0".parse().unwrap(),
+            http: "0.0.0.0:0".parse().unwrap(),
             data,
         };
         let deadline = Instant::now() + START_TIMEOUT;
-        loop {
+        let field = |line: &str, name: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+                .parse()
+                .expect("an address")
+        };
+        let (mut kafka, mut http) = (false, false);
+        while !(kafka && http) {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx
                 .recv_timeout(left)
-                .expect("wharf did not report its Kafka address");
+                .expect("wharf did not report its Kafka and HTTP addresses");
             if line.contains("Kafka listener listening") {
-                let addr = line
-                    .split_whitespace()
-                    .find_map(|f| f.strip_prefix("kafka_addr="))
-                    .expect("kafka_addr field");
-                broker.kafka = addr.parse().expect("Kafka address");
-                // Keep draining stderr so the broker never blocks on a full pipe.
-                std::thread::spawn(move || while rx.recv().is_ok() {});
-                return broker;
+                broker.kafka = field(&line, "kafka_addr=");
+                kafka = true;
+            } else if line.contains("HTTP API listening") {
+                broker.http = field(&line, "http_addr=");
+                http = true;
             }
         }
+        // Keep draining stderr so the broker never blocks on a full pipe.
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        broker
     }
 
     /// Runs `wharf-bench <args> --json FILE` against this broker; the parsed report.
     fn bench(&self, args: &[&str]) -> Value {
         let brokers = self.kafka.to_string();
         let all = args.iter().copied().chain(["--brokers", &brokers]);
+        bench_report(all, &self.data.path().join("report.json"))
+    }
+
+    /// Runs `wharf-bench --driver http <args> --json FILE` against this broker's HTTP
+    /// API; the parsed report.
+    fn bench_http(&self, args: &[&str]) -> Value {
+        let http = self.http.to_string();
+        let all = args
+            .iter()
+            .copied()
+            .chain(["--driver", "http", "--brokers", &http]);
         bench_report(all, &self.data.path().join("report.json"))
     }
 
@@ -470,4 +491,59 @@ fn disk_times_every_write_from_when_it_was_due_and_leaves_no_file() {
     let out = run_bench(["disk", "--dir", "/tmp", "--rate", "0"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"));
+}
+
+#[test]
+fn queue_over_http_acknowledges_every_message_and_deletes_its_topic() {
+    let broker = Broker::start();
+    let r = broker.bench_http(&["queue", "--messages", "3000", "--consumers", "2"]);
+    assert_eq!(r["workload"], "queue", "{r:#}");
+    assert_eq!(r["driver"], "http", "{r:#}");
+    assert_eq!(u(&r, "failed"), 0, "{r:#}");
+    assert_eq!(u(&r, "sent"), 3000, "{r:#}");
+    assert_eq!(u(&r, "acked"), 3000, "{r:#}");
+    // Counted once their acknowledgement was accepted; none redelivered in so short a
+    // run (the ack deadline is seconds).
+    assert_eq!(u(&r, "received"), 3000, "{r:#}");
+    assert_eq!(u(&r, "messages"), 3000, "{r:#}");
+    assert!(r["msgs_per_s"].as_f64().unwrap() > 0.0, "{r:#}");
+    assert_eq!(u(&r["params"], "consumers"), 2, "{r:#}");
+    // Positions are not a thing over HTTP: every message is acknowledged by id.
+    assert!(r["committed"].is_null(), "{r:#}");
+    check_latency(&r);
+    let topic = r["topic"].as_str().unwrap();
+    assert!(
+        !broker.registry().contains(topic),
+        "{topic} was not deleted"
+    );
+}
+
+#[test]
+fn queue_over_kafka_commits_every_message_it_received() {
+    let broker = Broker::start();
+    let r = broker.bench(&["queue", "--messages", "3000", "--consumers", "2"]);
+    check_common(&r, "queue");
+    // A partition per consumer unless told otherwise.
+    assert_eq!(u(&r["params"]["run"], "partitions"), 2, "{r:#}");
+    assert_eq!(u(&r, "acked"), 3000, "{r:#}");
+    assert_eq!(u(&r, "received"), 3000, "{r:#}");
+    assert_eq!(u(&r, "committed"), 3000, "{r:#}");
+    check_latency(&r);
+}
+
+#[test]
+fn queue_is_refused_on_a_driver_without_retention() {
+    let out = run_bench([
+        "queue",
+        "--driver",
+        "nats",
+        "--brokers",
+        "nats://127.0.0.1:1",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("queue needs a broker that keeps messages"),
+        "{stderr}"
+    );
 }
