@@ -242,6 +242,23 @@ class WharfNoSync(Wharf):
         return super().command() + ["--flush", "never"]
 
 
+class WharfHttp(Wharf):
+    """Wharf's HTTP/JSON queue API (`--driver http`): the same broker, reached on its HTTP
+    port, for the `queue` workload (publish, long-poll pull, ack). Its peer is Wharf
+    itself over the Kafka protocol: the `e2e` row of `wharf`."""
+
+    name, driver = "wharf-http", "http"
+    workloads = ("queue",)
+
+    def command(self):
+        return [
+            str(self.bins["wharf"]), "serve",
+            "--data-dir", str(self.workdir / "data"),
+            "--kafka-addr", "127.0.0.1:0",
+            "--http-addr", f"127.0.0.1:{self.port}",
+        ]  # fmt: skip
+
+
 class Tansu(Broker):
     """tansu (a Kafka-compatible broker in Rust) on its SQLite (libSQL) storage engine, a
     file in its data dir, with its default settings."""
@@ -332,7 +349,7 @@ class RabbitMQ(Broker):
         return f"amqp://guest:guest@127.0.0.1:{self.port}/%2f"
 
 
-BROKERS = {b.name: b for b in (Wharf, WharfNoSync, Tansu, JetStream, CoreNats, RabbitMQ)}
+BROKERS = {b.name: b for b in (Wharf, WharfNoSync, WharfHttp, Tansu, JetStream, CoreNats, RabbitMQ)}
 
 
 # ---------------------------------------------------------------- workloads
@@ -347,6 +364,7 @@ def workload_args(name, a):
         "latency": ["latency", "--rate", str(a.rate), "--duration", d],
         "fanout": ["fanout", "--groups", "4", "--duration", d],
         "partitions": ["partitions", "--partitions", "1000", "--duration", d],
+        "queue": ["queue", "--consumers", "4", "--duration", d],
     }[name]
 
 
@@ -616,6 +634,13 @@ def render(meta, s, idle, limits, brokers, workloads, plots):
               f"{' / '.join(str(x) for x in slow)} per round (the disk stalling; every "
               "acknowledgement waiting on such a sync waits as long).")
             w("")
+        if wl == "queue":
+            e = s.get(("wharf", "e2e"))
+            w("Messages count once a consumer's ack was accepted; latency is from the send "
+              "to that acknowledgement. For comparison, Wharf over the Kafka protocol (`e2e`, "
+              "1 consumer): " + (f"{fmt(e['msgs_per_s'])} msgs/s, p99 {fmt(e['p99_ms'], 2)} ms."
+                                 if e else "not measured in this sitting."))
+            w("")
         if wl in plots:
             w(f"![{wl}: end-to-end latency by percentile, median round]({plots[wl]})")
             w("")
@@ -693,7 +718,7 @@ def versions(bins):
             return "?"
 
     v = {"wharf": first_line([str(bins["wharf"]), "--version"])}
-    v["wharf-nosync"] = v["wharf"]
+    v["wharf-nosync"] = v["wharf-http"] = v["wharf"]
     if "tansu" in bins:
         v["tansu"] = first_line([str(bins["tansu"]), "--version"])
     if "nats-server" in bins:
@@ -709,8 +734,8 @@ def main():
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--rate", type=int, default=2000, help="latency workload rate (msg/s)")
     ap.add_argument("--consume-messages", type=int, default=200_000)
-    ap.add_argument("--brokers", default="wharf,wharf-nosync,tansu,jetstream,nats,rabbitmq")
-    ap.add_argument("--workloads", default="latency,produce,consume,e2e,fanout,partitions")
+    ap.add_argument("--brokers", default="wharf,wharf-nosync,wharf-http,tansu,jetstream,nats,rabbitmq")
+    ap.add_argument("--workloads", default="latency,produce,consume,e2e,fanout,partitions,queue")
     ap.add_argument("--bin", action="append", default=[], metavar="NAME=PATH",
                     help="wharf, wharf-bench, tansu, nats-server, rabbitmq-server")
     ap.add_argument("--out", type=Path, help="results directory (default target/compare/<time>)")
@@ -732,7 +757,7 @@ def main():
     for b in brokers:
         if b not in BROKERS:
             raise SystemExit(f"unknown broker {b}; known: {', '.join(BROKERS)}")
-    need = {"wharf": ["wharf"], "wharf-nosync": ["wharf"], "tansu": ["tansu"], "jetstream": ["nats-server"], "nats": ["nats-server"],
+    need = {"wharf": ["wharf"], "wharf-nosync": ["wharf"], "wharf-http": ["wharf"], "tansu": ["tansu"], "jetstream": ["nats-server"], "nats": ["nats-server"],
             "rabbitmq": ["rabbitmq-server"]}
     for b in brokers:
         for n in need[b]:

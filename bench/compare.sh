@@ -35,12 +35,12 @@ if ((${#missing[@]})); then
     as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-brokers="wharf,wharf-nosync,tansu,jetstream,nats,rabbitmq"
+brokers="wharf,wharf-nosync,wharf-http,tansu,jetstream,nats,rabbitmq"
 tansu_version=0.6.0
 tansu=target/peers/tansu/bin/tansu
 bin_args=()
 if [[ "${WHARF_COMPARE_NO_TANSU:-}" == 1 ]]; then
-    brokers="wharf,wharf-nosync,jetstream,nats,rabbitmq"
+    brokers="wharf,wharf-nosync,wharf-http,jetstream,nats,rabbitmq"
 else
     if [[ ! -x "$tansu" ]]; then
         echo "== cargo install tansu $tansu_version (once; takes a while)" >&2
