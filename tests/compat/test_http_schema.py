@@ -227,8 +227,8 @@ def test_oversized_bodies_are_refused(wharf, prepared):
     assert_json_error(r, 413)
     _, q = prepared
     if q["publish"]:
-        # Larger than any publish limit the API documents (a few MiB at most).
-        r = send_oversized(wharf, fill(q["publish"], TOPIC, SUBSCRIPTION), 65 * 2**20)
+        # Over the publish limit (16 MiB).
+        r = send_oversized(wharf, fill(q["publish"], TOPIC, SUBSCRIPTION), 17 * 2**20)
         assert_json_error(r, 413)
 
 

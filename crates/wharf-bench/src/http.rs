@@ -4,7 +4,8 @@
 //! - A topic is `POST /v1/topics` and `DELETE /v1/topics/{t}`.
 //! - A producer hands messages to a batching thread, which closes a batch after
 //!   `--linger-ms` (with 0: whatever is queued when the previous batch left), at
-//!   [`MAX_BATCH_MESSAGES`] messages or at `--batch-size` payload bytes, and gives it to
+//!   [`MAX_BATCH_MESSAGES`] messages or at `--batch-size` payload bytes (at most
+//!   [`MAX_BATCH_BYTES`]), and gives it to
 //!   one of [`IN_FLIGHT`] posting threads: one `POST /v1/topics/{t}/messages` each, on
 //!   a keep-alive connection. A 2xx answer counts every message of the batch as
 //!   acknowledged (its `messages` array must have one entry per message sent); any
@@ -38,6 +39,9 @@ use crate::driver::{Acks, Consumer, Driver, Producer, ProducerOpts};
 
 /// Messages per publish request, at most.
 pub const MAX_BATCH_MESSAGES: usize = 1000;
+/// Payload bytes per publish request, at most, whatever `--batch-size` says: in base64
+/// (4/3 of it) and JSON, well under the 16 MiB the broker takes in one request.
+pub const MAX_BATCH_BYTES: u64 = 8_000_000;
 /// Publish requests in flight per producer (each on a connection of its own).
 pub const IN_FLIGHT: usize = 4;
 /// Messages a producer queues before `send` waits for the batcher.
@@ -290,7 +294,7 @@ impl HttpProducer {
         let batches_rx = Arc::new(Mutex::new(batches_rx));
         let done = Arc::new(Done::default());
         let linger = Duration::from_millis(opts.linger_ms);
-        let max_bytes = opts.batch_bytes.max(1);
+        let max_bytes = opts.batch_bytes.clamp(1, MAX_BATCH_BYTES);
         let mut threads = vec![std::thread::spawn(move || {
             batcher(rx, batches_tx, linger, max_bytes)
         })];
