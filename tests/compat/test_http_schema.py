@@ -119,14 +119,17 @@ def prepared(wharf):
 
 def schemathesis_config(doc, tmp_path):
     """A schemathesis.toml binding every topic and subscription path parameter to the
-    prepared names (70% of the time; otherwise generated, for the 404s)."""
+    prepared names (70% of the time; otherwise generated, for the 404s), and the hooks
+    that keep a pull's `wait_ms` short (schemathesis_hooks.py)."""
     names = set()
     for item in doc["paths"].values():
         for op in item.values():
             for p in op.get("parameters", []) if isinstance(op, dict) else []:
                 if p.get("in") == "path":
                     names.add(p["name"])
+    hooks = Path(__file__).with_name("schemathesis_hooks.py")
     lines = [
+        f'hooks = "{hooks}"',
         "[dictionaries.topics]",
         f'values = ["{TOPIC}"]',
         "[dictionaries.subscriptions]",

@@ -15,7 +15,7 @@
 //! - A consumer long-polls `…/pull` for up to [`PULL_MAX`] messages, acknowledges all of
 //!   them in one `…/ack`, and only then hands their payloads to the workload: what the
 //!   workloads count (and time) for this driver is a message whose ack the broker
-//!   accepted, so latencies run from the send to the acknowledgement.
+//!   accepted (`status: ok`), so latencies run from the send to the acknowledgement.
 //!
 //! Payloads are binary (a timestamp, then noise), so they travel as `value_base64`; a
 //! message that comes back as UTF-8 `value` is taken as its bytes. Keys are sent as
@@ -246,6 +246,7 @@ impl Driver for HttpDriver {
             pull_url: format!("{sub}/pull"),
             ack_url: format!("{sub}/ack"),
             name: format!("{group}-c{}", NEXT.fetch_add(1, Ordering::Relaxed)),
+            warned: false,
         }))
     }
 }
@@ -473,6 +474,20 @@ struct HttpConsumer {
     ack_url: String,
     /// The `consumer` of every pull (the broker's in-flight limit is per consumer).
     name: String,
+    /// Whether an ack that did not take effect was reported already.
+    warned: bool,
+}
+
+/// `…/ack`'s answer: what became of each id, in request order.
+#[derive(Deserialize)]
+struct Acked {
+    results: Vec<AckResult>,
+}
+
+#[derive(Deserialize)]
+struct AckResult {
+    ack_id: String,
+    status: String,
 }
 
 #[derive(Deserialize)]
@@ -539,10 +554,27 @@ impl Consumer for HttpConsumer {
         if !a.ok() {
             return Err(a.error(&format!("acknowledging {} messages", ack_ids.len())));
         }
-        for p in &payloads {
-            each(p);
+        // Only ids whose ack took effect count: one whose lease ran out (redelivered
+        // since) is counted when its new delivery is acknowledged.
+        let acked: Acked = serde_json::from_slice(&a.body).context("acknowledging: the answer")?;
+        if acked.results.len() != payloads.len() {
+            bail!(
+                "acknowledging {} messages: {} results",
+                payloads.len(),
+                acked.results.len()
+            );
         }
-        Ok(payloads.len())
+        let mut n = 0;
+        for (p, r) in payloads.iter().zip(&acked.results) {
+            if r.status == "ok" {
+                each(p);
+                n += 1;
+            } else if !self.warned {
+                self.warned = true;
+                eprintln!("http: ack {}: {} (not counted)", r.ack_id, r.status);
+            }
+        }
+        Ok(n)
     }
 
     /// A subscription hands out messages to any consumer that pulls: no assignment.
