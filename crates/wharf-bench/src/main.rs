@@ -181,6 +181,10 @@ enum Workload {
         /// --partitions, so every Kafka consumer has one).
         #[arg(long, default_value_t = 4)]
         consumers: usize,
+        /// Send at this many messages per second (latency timed from when each was due,
+        /// as in `latency`; --linger-ms defaults to 0) instead of as fast as acknowledged.
+        #[arg(long)]
+        rate: Option<u64>,
     },
     /// No broker: writes --size bytes and fdatasyncs them, --rate times a second, in a
     /// file under --dir, each write timed from when it was due (as `latency` times
@@ -392,7 +396,7 @@ fn run(cli: Cli) -> Result<()> {
         0
     });
     let mut producer = producer.clone();
-    if name == "latency" {
+    if name == "latency" || matches!(cli.workload, Workload::Queue { rate: Some(_), .. }) {
         producer.linger_ms.get_or_insert(0);
     }
     producer.linger_ms.get_or_insert(5);
@@ -439,7 +443,9 @@ fn run(cli: Cli) -> Result<()> {
         Workload::Partitions { consumers, .. } => {
             workload::partitions(&params, (*consumers).max(1), &run_id)
         }
-        Workload::Queue { consumers, .. } => workload::queue(&params, (*consumers).max(1), &run_id),
+        Workload::Queue {
+            consumers, rate, ..
+        } => workload::queue(&params, (*consumers).max(1), *rate, &run_id),
         Workload::Plot { .. } | Workload::Disk { .. } => unreachable!("handled above"),
     };
     done.store(true, Ordering::Relaxed);
@@ -461,9 +467,10 @@ fn run(cli: Cli) -> Result<()> {
         Workload::E2e { .. } => serde_json::json!({}),
         Workload::Latency { rate, .. } => serde_json::json!({ "rate": rate }),
         Workload::Fanout { groups, .. } => serde_json::json!({ "groups": groups }),
-        Workload::Partitions { consumers, .. } | Workload::Queue { consumers, .. } => {
-            serde_json::json!({ "consumers": consumers })
-        }
+        Workload::Partitions { consumers, .. } => serde_json::json!({ "consumers": consumers }),
+        Workload::Queue {
+            consumers, rate, ..
+        } => serde_json::json!({ "consumers": consumers, "rate": rate }),
         Workload::Plot { .. } | Workload::Disk { .. } => unreachable!("handled above"),
     };
     let mut params_json = serde_json::json!({ "run": run, "producer": producer });

@@ -429,9 +429,15 @@ pub fn partitions(p: &Params<'_>, consumers: usize, run_id: &str) -> Result<Outc
 /// consumer group) and acknowledging what they get: end-to-end msgs/s and latency. The
 /// HTTP driver hands a message over only once its ack was accepted, so there the count
 /// and the latency are to the acknowledgement; Kafka consumers commit at the end (and
-/// the committed offsets are read back), JetStream and AMQP ack as they read.
-pub fn queue(p: &Params<'_>, consumers: usize, run_id: &str) -> Result<Outcome> {
-    produce_and_read_group(p, 1, consumers, None, true, run_id)
+/// the committed offsets are read back), JetStream and AMQP ack as they read. With
+/// `rate`, the producer sends at that many messages per second, as in [`latency`].
+pub fn queue(p: &Params<'_>, consumers: usize, rate: Option<u64>, run_id: &str) -> Result<Outcome> {
+    let schedule = match rate {
+        Some(0) => bail!("--rate must be at least 1"),
+        Some(r) => Some(Duration::from_nanos(1_000_000_000 / r)),
+        None => None,
+    };
+    produce_and_read_group(p, 1, consumers, schedule, true, run_id)
 }
 
 /// Commits every reader's position (none share an assignment: they are all still in
