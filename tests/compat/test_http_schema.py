@@ -252,3 +252,15 @@ def test_deleting_a_topic_twice_is_a_404_the_second_time(wharf):
     assert call(wharf, "POST", "/v1/topics", {"name": name}).status == 201
     assert call(wharf, "DELETE", f"/v1/topics/{name}").status == 200
     assert_json_error(call(wharf, "DELETE", f"/v1/topics/{name}"), 404)
+
+
+def test_deleting_a_subscription_twice_is_a_404_the_second_time(wharf, prepared):
+    _, q = prepared
+    if not q["subscription"]:
+        pytest.skip("this build has no subscription routes")
+    path = fill(q["subscription"], TOPIC, f"del-{uuid.uuid4().hex[:8]}")
+    assert call(wharf, "PUT", path, {}).status == 201
+    assert call(wharf, "DELETE", path).status == 200
+    assert_json_error(call(wharf, "DELETE", path), 404)
+    # Pulling from it now is a 404 too, not an empty answer.
+    assert_json_error(call(wharf, "POST", path + "/pull", {"max_messages": 1}), 404)
