@@ -452,7 +452,7 @@ async fn load_dedup(p: Arc<Partition>, window_ms: u64) -> Result<()> {
             if read.bytes.is_empty() {
                 break;
             }
-            let decoded = match crate::records::decode(&read.bytes, offset) {
+            let decoded = match crate::records::decode(read.bytes.into(), offset) {
                 Ok(d) => d,
                 Err(e) => {
                     warn!(topic = %p.topic, partition = p.index, error = %e,

@@ -284,7 +284,7 @@ mod tests {
             ..msg("hello")
         };
         let bytes = encode(&[(0, m), (1, msg("two"))], 1234, 1 << 20).unwrap();
-        let d = decode(&bytes, 0).unwrap();
+        let d = decode(bytes.clone().into(), 0).unwrap();
         assert_eq!(d.messages.len(), 2);
         let first = &d.messages[0];
         assert_eq!(first.timestamp_ms, 1234);
@@ -314,7 +314,7 @@ mod tests {
             batches += 1;
         }
         assert!(batches > 1);
-        assert_eq!(decode(&bytes, 0).unwrap().messages.len(), 10);
+        assert_eq!(decode(bytes.clone().into(), 0).unwrap().messages.len(), 10);
 
         let e = encode(&[(3, msg(&"x".repeat(500)))], 0, 400).unwrap_err();
         assert!(

@@ -62,8 +62,9 @@ pub struct DecodeError {
 }
 
 /// Decodes the whole batches in `bytes` (as [`crate::Broker::read`] returns them),
-/// keeping the records at or after `from`. A trailing partial batch is ignored.
-pub fn decode(bytes: &[u8], from: u64) -> Result<Decoded, DecodeError> {
+/// keeping the records at or after `from`. A trailing partial batch is ignored. Keys
+/// and values of uncompressed batches share `bytes` rather than being copied.
+pub fn decode(bytes: Bytes, from: u64) -> Result<Decoded, DecodeError> {
     let mut out = Decoded {
         messages: Vec::new(),
         end_offset: from,
@@ -71,9 +72,10 @@ pub fn decode(bytes: &[u8], from: u64) -> Result<Decoded, DecodeError> {
     let mut pos = 0;
     while let Some(header) = BatchHeader::parse(&bytes[pos..]) {
         let Some(len) = header.total_len() else { break };
-        let Some(batch) = bytes.get(pos..pos + len) else {
+        if pos + len > bytes.len() {
             break;
-        };
+        }
+        let batch = bytes.slice(pos..pos + len);
         pos += len;
         let base = u64::try_from(header.base_offset).unwrap_or(0);
         let end = u64::try_from(header.last_offset()).unwrap_or(0) + 1;
@@ -84,7 +86,7 @@ pub fn decode(bytes: &[u8], from: u64) -> Result<Decoded, DecodeError> {
         if header.is_control() {
             continue;
         }
-        let mut buf = Bytes::copy_from_slice(batch);
+        let mut buf = batch;
         let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| DecodeError {
             offset: base,
             reason: e.to_string(),
@@ -136,7 +138,7 @@ mod tests {
     fn decodes_records_from_the_requested_offset_across_batches() {
         let mut bytes = batch(10, &["a", "b", "c"]);
         bytes.extend(batch(13, &["d"]));
-        let d = decode(&bytes, 11).unwrap();
+        let d = decode(bytes.into(), 11).unwrap();
         let got: Vec<_> = d
             .messages
             .iter()
@@ -162,7 +164,7 @@ mod tests {
         let mut bytes = batch(0, &["a"]);
         let second = batch(1, &["b"]);
         bytes.extend(&second[..second.len() - 3]);
-        let d = decode(&bytes, 0).unwrap();
+        let d = decode(bytes.into(), 0).unwrap();
         assert_eq!(d.messages.len(), 1);
         assert_eq!(d.end_offset, 1);
     }
@@ -173,7 +175,7 @@ mod tests {
         // Claim a third record that is not there.
         let count_at = 57;
         bytes[count_at..count_at + 4].copy_from_slice(&3i32.to_be_bytes());
-        let e = decode(&bytes, 0).unwrap_err();
+        let e = decode(bytes.into(), 0).unwrap_err();
         assert_eq!(e.offset, 5);
     }
 }

@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -132,6 +133,8 @@ pub struct Sub {
     changed: Notify,
     /// One log reader per subscription at a time.
     reading: tokio::sync::Mutex<()>,
+    /// The partition the next read starts with.
+    next_read: AtomicU32,
 }
 
 /// A message handed out by a pull.
@@ -233,6 +236,7 @@ impl Queues {
                     redrive: Mutex::new(d.redrive_cursors.clone()),
                     changed: Notify::new(),
                     reading: tokio::sync::Mutex::new(()),
+                    next_read: AtomicU32::new(0),
                 }),
             );
         }
@@ -437,6 +441,7 @@ impl Queues {
                     redrive: Mutex::new(BTreeMap::new()),
                     changed: Notify::new(),
                     reading: tokio::sync::Mutex::new(()),
+                    next_read: AtomicU32::new(0),
                 });
                 let rx = {
                     let mut st = lock(&sub.state);
@@ -541,7 +546,7 @@ impl Queues {
         // The oldest unacked message may not be read yet: look at each floor.
         for (p, floor) in unread_floors {
             if let Ok(r) = broker.read(&sub.topic, p, floor, 1).await {
-                if let Ok(d) = records::decode(&r.bytes, floor) {
+                if let Ok(d) = records::decode(r.bytes.into(), floor) {
                     if let Some(m) = d.messages.first() {
                         let age = u64::try_from(now - m.timestamp_ms).unwrap_or(0);
                         stats.oldest_unacked_age_ms =
@@ -646,7 +651,14 @@ impl Queues {
             .describe_topic(&sub.topic)
             .ok()
             .and_then(|d| topic_ttl_ms(&d));
-        for p in 0..partitions {
+        // Partitions take turns at being read first, so one with a deep backlog does
+        // not starve the others of reads.
+        let first = sub.next_read.fetch_add(1, Ordering::Relaxed);
+        for i in 0..partitions {
+            if got.len() >= max {
+                break;
+            }
+            let p = (first.wrapping_add(i)) % partitions;
             let offsets = broker.offsets(&sub.topic, p)?;
             let from = {
                 let mut st = lock(&sub.state);
@@ -669,7 +681,7 @@ impl Queues {
                 }
                 Err(e) => return Err(e),
             };
-            let decoded = match records::decode(&read.bytes, from) {
+            let decoded = match records::decode(read.bytes.into(), from) {
                 Ok(d) => d,
                 Err(e) => {
                     warn!(topic = %sub.topic, partition = p, error = %e, "skipping an undecodable batch");
@@ -707,22 +719,57 @@ impl Queues {
         Ok(got)
     }
 
-    /// The records of `got`, from the cache or read back from the log.
+    /// The records of `got`: from what this pull just read, else read back from the
+    /// log (redeliveries, or messages an earlier pull read ahead), one read per run of
+    /// offsets rather than per message.
     async fn materialize(
         &self,
         sub: &Arc<Sub>,
         got: Vec<Delivery>,
         mut cache: HashMap<(u32, u64), Message>,
     ) -> Result<Vec<Pulled>> {
+        let mut missing: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        for d in &got {
+            let key = (d.ack_id.partition, d.ack_id.offset);
+            if !cache.contains_key(&key) {
+                missing.entry(key.0).or_default().push(key.1);
+            }
+        }
+        for (p, mut offsets) in missing {
+            offsets.sort_unstable();
+            let mut i = 0;
+            while i < offsets.len() {
+                let from = offsets[i];
+                let last = offsets[offsets.len() - 1];
+                let read = self
+                    .inner
+                    .broker
+                    .read(&sub.topic, p, from, READ_BYTES)
+                    .await
+                    .ok()
+                    .and_then(|r| records::decode(r.bytes.into(), from).ok());
+                let Some(d) = read else {
+                    // Unreadable from here: the rest of this run counts as missing.
+                    i += 1;
+                    continue;
+                };
+                for m in d.messages {
+                    if m.offset > last {
+                        break;
+                    }
+                    cache.insert((p, m.offset), m);
+                }
+                // Past what this read covered (at least one offset, so this ends).
+                while i < offsets.len() && offsets[i] < d.end_offset.max(from + 1) {
+                    i += 1;
+                }
+            }
+        }
         let mut out = Vec::with_capacity(got.len());
         let topic_id = sub.topic_id.simple().to_string();
         for d in got {
             let (p, o) = (d.ack_id.partition, d.ack_id.offset);
-            let m = match cache.remove(&(p, o)) {
-                Some(m) => Some(m),
-                None => self.read_one(&sub.topic, p, o).await,
-            };
-            let Some(message) = m else {
+            let Some(message) = cache.remove(&(p, o)) else {
                 // Gone (retention) or unreadable: it cannot be delivered.
                 let mut st = lock(&sub.state);
                 st.drop_message(p, o);
@@ -742,7 +789,7 @@ impl Queues {
 
     async fn read_one(&self, topic: &str, p: u32, o: u64) -> Option<Message> {
         let r = self.inner.broker.read(topic, p, o, 1).await.ok()?;
-        let d = records::decode(&r.bytes, o).ok()?;
+        let d = records::decode(r.bytes.into(), o).ok()?;
         d.messages.into_iter().find(|m| m.offset == o)
     }
 
@@ -870,7 +917,7 @@ impl Queues {
                 .max(o.log_start_offset);
             while pos < o.high_watermark {
                 let r = broker.read(&dlq, dp, pos, READ_BYTES).await?;
-                let d = records::decode(&r.bytes, pos).map_err(|e| CoreError::Internal {
+                let d = records::decode(r.bytes.into(), pos).map_err(|e| CoreError::Internal {
                     what: "reading the dead-letter topic",
                     reason: e.to_string(),
                 })?;

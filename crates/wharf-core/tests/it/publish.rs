@@ -49,7 +49,13 @@ async fn a_key_stored_before_a_crash_is_a_duplicate_after_reopening() {
     let summary: Vec<_> = got.iter().map(|p| (p.offset, p.duplicate)).collect();
     assert_eq!(summary, [(1, true), (2, false), (0, true)]);
     let read = broker.read("t", 1, 0, 1 << 20).await.unwrap();
-    assert_eq!(records::decode(&read.bytes, 0).unwrap().messages.len(), 3);
+    assert_eq!(
+        records::decode(read.bytes.into(), 0)
+            .unwrap()
+            .messages
+            .len(),
+        3
+    );
     broker.shutdown().await.unwrap();
 }
 
