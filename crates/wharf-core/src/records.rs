@@ -55,15 +55,21 @@ pub struct Decoded {
 
 /// A batch that would not decode.
 #[derive(Debug, thiserror::Error)]
-#[error("undecodable record batch at offset {offset}: {reason}")]
+#[error("undecodable record batch at offsets {offset}..{end}: {reason}")]
 pub struct DecodeError {
+    /// The batch's base offset.
     pub offset: u64,
+    /// One past its last offset.
+    pub end: u64,
     pub reason: String,
 }
 
 /// Decodes the whole batches in `bytes` (as [`crate::Broker::read`] returns them),
 /// keeping the records at or after `from`. A trailing partial batch is ignored. Keys
 /// and values of uncompressed batches share `bytes` rather than being copied.
+///
+/// A batch that does not decode ends the run: what came before it is returned, and
+/// only when it is the first batch is it an error (so a caller can skip exactly it).
 pub fn decode(bytes: Bytes, from: u64) -> Result<Decoded, DecodeError> {
     let mut out = Decoded {
         messages: Vec::new(),
@@ -82,15 +88,27 @@ pub fn decode(bytes: Bytes, from: u64) -> Result<Decoded, DecodeError> {
         if end <= from {
             continue;
         }
+        let earlier = out.end_offset > from;
         out.end_offset = out.end_offset.max(end);
         if header.is_control() {
             continue;
         }
         let mut buf = batch;
-        let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| DecodeError {
-            offset: base,
-            reason: e.to_string(),
-        })?;
+        let set = match RecordBatchDecoder::decode(&mut buf) {
+            Ok(set) => set,
+            Err(_) if earlier => {
+                // Leave it to the next read, which starts at it and reports it.
+                out.end_offset = base.max(from);
+                return Ok(out);
+            }
+            Err(e) => {
+                return Err(DecodeError {
+                    offset: base,
+                    end,
+                    reason: e.to_string(),
+                })
+            }
+        };
         for r in set.records {
             let Ok(offset) = u64::try_from(r.offset) else {
                 continue;
@@ -175,7 +193,12 @@ mod tests {
         // Claim a third record that is not there.
         let count_at = 57;
         bytes[count_at..count_at + 4].copy_from_slice(&3i32.to_be_bytes());
-        let e = decode(bytes.into(), 0).unwrap_err();
-        assert_eq!(e.offset, 5);
+        let e = decode(bytes.clone().into(), 0).unwrap_err();
+        assert_eq!((e.offset, e.end), (5, 7));
+        // After a good batch, the bad one ends the run without losing the good one.
+        let mut two = batch(0, &["ok"]);
+        two.extend(&bytes);
+        let d = decode(two.into(), 0).unwrap();
+        assert_eq!((d.messages.len(), d.end_offset), (1, 5));
     }
 }

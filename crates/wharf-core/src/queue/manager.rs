@@ -684,10 +684,12 @@ impl Queues {
             let decoded = match records::decode(read.bytes.into(), from) {
                 Ok(d) => d,
                 Err(e) => {
-                    warn!(topic = %sub.topic, partition = p, error = %e, "skipping an undecodable batch");
-                    // Skip the batch: it cannot be delivered, and must not block the rest.
+                    warn!(topic = %sub.topic, subscription = %sub.name, partition = p, error = %e,
+                        "skipping a batch that does not decode; its records cannot be delivered");
+                    // It cannot be delivered and must not block the rest: its offsets
+                    // (and only those: it is the first batch read) count as done.
                     let mut st = lock(&sub.state);
-                    st.add_read(p, from, e.offset.max(from) + 1, &[]);
+                    st.add_read(p, from, e.end.max(from + 1), &[]);
                     continue;
                 }
             };
