@@ -696,9 +696,14 @@ impl Broker {
         gate.map_or(Ok(()), |g| g.admit(topic))
     }
 
-    /// Bytes a partition's log holds.
-    pub fn partition_bytes(&self, topic: &str, partition: u32) -> Result<u64> {
-        Ok(self.shared.partition(topic, partition)?.log.size_bytes())
+    /// Bytes a partition's log holds from the batch holding `offset` on (placed by the
+    /// sparse index: it may count up to 4 KiB before it).
+    pub fn partition_bytes_from(&self, topic: &str, partition: u32, offset: u64) -> Result<u64> {
+        Ok(self
+            .shared
+            .partition(topic, partition)?
+            .log
+            .bytes_from(offset))
     }
 
     /// The flush policy every partition uses.

@@ -365,6 +365,30 @@ impl Log {
     pub fn size_bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.size).sum()
     }
+    /// Bytes stored from the batch holding `offset` to the log end, placed by the
+    /// sparse index (so it may count up to one index interval, 4 KiB by default, of the
+    /// batches before it); 0 at or past the log end.
+    pub fn bytes_from(&self, offset: u64) -> u64 {
+        if offset >= self.log_end_offset() {
+            return 0;
+        }
+        let first = self
+            .segments
+            .partition_point(|s| s.base <= offset)
+            .saturating_sub(1);
+        self.segments
+            .iter()
+            .skip(first)
+            .map(|s| {
+                if s.base <= offset {
+                    let rel = u32::try_from(offset - s.base).unwrap_or(u32::MAX);
+                    s.size.saturating_sub(u64::from(s.idx.floor(rel).pos))
+                } else {
+                    s.size
+                }
+            })
+            .sum()
+    }
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }

@@ -417,6 +417,11 @@ impl SharedLog {
         self.log().size_bytes()
     }
 
+    /// See [`Log::bytes_from`].
+    pub fn bytes_from(&self, offset: u64) -> u64 {
+        self.log().bytes_from(offset)
+    }
+
     pub fn roll(&self) -> Result<()> {
         let mut log = self.log();
         log.roll()?;

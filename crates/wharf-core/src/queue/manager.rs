@@ -1086,38 +1086,56 @@ impl Inner {
             return Ok(());
         };
         let mut ends = Vec::new();
-        let (mut bytes, mut records) = (0u64, 0u64);
         for p in 0..desc.partitions {
-            let o = broker.offsets(topic, p)?;
-            ends.push(o.high_watermark);
-            bytes += broker.partition_bytes(topic, p).unwrap_or(0);
-            records += o.log_end_offset - o.log_start_offset;
+            ends.push(broker.offsets(topic, p)?.high_watermark);
         }
-        let avg = bytes.checked_div(records).unwrap_or(0);
         for sub in subs {
             if sub.topic_id != desc.id {
                 continue;
             }
-            let st = lock(&sub.state);
-            let s = &st.settings;
-            if s.max_backlog_messages.is_none() && s.max_backlog_bytes.is_none() {
-                continue;
-            }
-            let backlog: u64 = (0..desc.partitions)
-                .map(|p| st.backlog(p, ends[p as usize]))
-                .sum();
-            let over = match (s.max_backlog_messages, s.max_backlog_bytes) {
+            let (limits, backlog, floors) = {
+                let st = lock(&sub.state);
+                let s = &st.settings;
+                if s.max_backlog_messages.is_none() && s.max_backlog_bytes.is_none() {
+                    continue;
+                }
+                let backlog: u64 = (0..desc.partitions)
+                    .map(|p| st.backlog(p, ends[p as usize]))
+                    .sum();
+                let floors: Vec<u64> = (0..desc.partitions).map(|p| st.floor(p)).collect();
+                (
+                    (
+                        s.max_backlog_messages,
+                        s.max_backlog_bytes,
+                        s.backlog_policy,
+                    ),
+                    backlog,
+                    floors,
+                )
+            };
+            let (max_messages, max_bytes, policy) = limits;
+            let bytes = || -> Result<u64> {
+                let mut sum = 0;
+                for (p, floor) in (0u32..).zip(&floors) {
+                    sum += broker.partition_bytes_from(topic, p, *floor)?;
+                }
+                Ok(sum)
+            };
+            let over = match (max_messages, max_bytes) {
                 (Some(m), _) if backlog >= m => {
                     Some(format!("{backlog} messages unacked, limit {m}"))
                 }
-                (_, Some(b)) if backlog * avg >= b => {
-                    Some(format!("about {} bytes unacked, limit {b}", backlog * avg))
+                (_, Some(b)) => {
+                    let have = bytes()?;
+                    (have >= b).then(|| {
+                        format!("{have} bytes from the oldest unacked message on, limit {b}")
+                    })
                 }
                 _ => None,
             };
             if let Some(detail) = over {
                 let (topic, subscription) = (topic.to_string(), sub.name.clone());
-                return Err(match s.backlog_policy {
+                return Err(match policy {
                     BacklogPolicy::Block => CoreError::Throttled {
                         topic,
                         subscription,

@@ -89,8 +89,9 @@ pub struct SubscriptionSettings {
     pub ordered_by_key: bool,
     /// Backlog (unacked messages) above which producers are slowed or refused.
     pub max_backlog_messages: Option<u64>,
-    /// Backlog in bytes (estimated from the partitions' average record size) above which
-    /// producers are slowed or refused.
+    /// Backlog in bytes (stored from the oldest unacked message of each partition on,
+    /// placed by the sparse index: to within 4 KiB) above which producers are slowed or
+    /// refused.
     pub max_backlog_bytes: Option<u64>,
     pub backlog_policy: BacklogPolicy,
     pub start: StartPosition,

@@ -277,3 +277,41 @@ fn large_durable_appends_get_no_zeroed_space() {
     }
     assert_eq!(segment_files(dir.path())[0].1, stored);
 }
+
+#[test]
+fn bytes_from_counts_what_is_stored_from_an_offset_to_the_end_across_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig {
+        segment_bytes: 8 * 1024,
+        index_interval_bytes: 1,
+        flush: FlushPolicy::Never,
+        ..LogConfig::default()
+    };
+    let log = SharedLog::open(dir.path(), cfg).expect("open");
+    // 30 batches of 3 records, about 1 KiB each: several segments.
+    let mut sizes = Vec::new();
+    for i in 0..30 {
+        let mut b = batch(i, 3, 300, 0);
+        sizes.push(b.len() as u64);
+        log.append(&mut b).expect("append");
+    }
+    let total: u64 = sizes.iter().sum();
+    assert_eq!(log.bytes_from(0), total);
+    assert_eq!(log.bytes_from(90), 0, "at the log end");
+    assert_eq!(log.bytes_from(1_000), 0, "past it");
+    // With an index entry per batch, any offset is placed at the start of its batch.
+    for batch_no in [1usize, 7, 8, 15, 29] {
+        let want: u64 = sizes[batch_no..].iter().sum();
+        let first = batch_no as u64 * 3;
+        assert_eq!(log.bytes_from(first), want, "batch {batch_no}");
+        assert_eq!(log.bytes_from(first + 2), want, "inside batch {batch_no}");
+    }
+    let segments = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "log"))
+        })
+        .count();
+    assert!(segments > 2, "{segments} segments");
+}

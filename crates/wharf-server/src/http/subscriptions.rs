@@ -65,7 +65,8 @@ pub struct SubscriptionSettingsRequest {
     /// Unacked messages above which producers are slowed (`block`) or refused (`reject`).
     #[schema(minimum = 1)]
     pub max_backlog_messages: Option<u64>,
-    /// Unacked bytes (estimated) above which producers are slowed or refused.
+    /// Bytes stored from the oldest unacked message on (to within 4 KiB per partition)
+    /// above which producers are slowed or refused.
     #[schema(minimum = 1)]
     pub max_backlog_bytes: Option<u64>,
     #[schema(value_type = Option<String>, example = "block")]

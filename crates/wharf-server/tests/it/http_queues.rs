@@ -797,3 +797,74 @@ fn kafka_producers_are_held_back_by_a_blocking_backlog_and_refused_by_a_rejectin
         "the refused message was not stored"
     );
 }
+
+#[test]
+fn a_subscription_delay_a_topic_ttl_a_bytes_limit_and_max_in_flight_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Q::start(dir.path(), "knobs", 1);
+    // Per-subscription delay: every message waits before its first delivery, in that
+    // subscription only.
+    q.subscribe("slow", json!({"delay_ms": 800}));
+    q.subscribe("fast", json!({"max_in_flight": 2}));
+    q.publish_ok(batch("m", 3));
+    let t = Instant::now();
+    assert!(q.pull("slow", "c", 10, 0).is_empty());
+    let got = q.pull_n("slow", 3, Duration::from_secs(5));
+    assert_eq!(got.len(), 3);
+    assert!(
+        t.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        t.elapsed()
+    );
+    q.ack("slow", &got);
+    // max_in_flight counts per consumer.
+    let a = q.pull("fast", "a", 10, 1000);
+    assert_eq!(a.len(), 2, "capped at max_in_flight");
+    assert!(q.pull("fast", "a", 10, 0).is_empty());
+    assert_eq!(
+        q.pull("fast", "b", 10, 1000).len(),
+        1,
+        "another consumer has its own room"
+    );
+    q.ack("fast", &a);
+    assert!(q.pull("fast", "a", 10, 0).is_empty(), "nothing left");
+
+    // A topic TTL dead-letters what waited too long, as a message's own ttl_ms does.
+    let (s, b) = q.call(
+        "POST",
+        "/v1/topics",
+        &json!({"name": "brief", "config": {"message.ttl.ms": "300"}}),
+    );
+    assert_eq!(s, 201, "{b}");
+    let brief = Q {
+        server: q.server,
+        topic: "brief".into(),
+    };
+    brief.subscribe("s", json!({}));
+    brief.publish_ok(batch("old", 2));
+    std::thread::sleep(Duration::from_millis(600));
+    brief.publish_ok(batch("new", 1));
+    let got = brief.pull("s", "c", 10, 1000);
+    assert_eq!(values(&got), vec!["new0"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while brief.stats("s")["dead_lettered"] != 2 {
+        assert!(Instant::now() < deadline, "{}", brief.stats("s"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A bytes limit: about 3 KiB of 1 KiB messages.
+    brief.subscribe(
+        "tight",
+        json!({"max_backlog_bytes": 3000, "backlog_policy": "reject"}),
+    );
+    let kib = "x".repeat(1024);
+    for _ in 0..3 {
+        brief.publish_ok(json!([{ "value": kib }]));
+    }
+    let (s, b) = brief.publish(json!([{ "value": kib }]));
+    assert_eq!(s, 409, "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("bytes"),
+        "{b}"
+    );
+}
