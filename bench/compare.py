@@ -283,7 +283,7 @@ class JetStream(Broker):
     """NATS with JetStream on file storage (its defaults: acks after the write, fsync every 2 min)."""
 
     name, driver = "jetstream", "jetstream"
-    workloads = ("produce", "consume", "e2e", "latency", "fanout")
+    workloads = ("produce", "consume", "e2e", "latency", "fanout", "queue")
 
     def command(self):
         return [
@@ -316,7 +316,7 @@ class RabbitMQ(Broker):
     SIGTERM to the start script stops the node cleanly."""
 
     name, driver = "rabbitmq", "amqp"
-    workloads = ("produce", "consume", "e2e", "latency", "fanout")
+    workloads = ("produce", "consume", "e2e", "latency", "fanout", "queue")
     boot_timeout = 120
 
     def env(self):
@@ -611,7 +611,9 @@ def render(meta, s, idle, limits, brokers, workloads, plots):
         head += " Wharf/peer msgs/s | Wharf/peer CPU/msg |"
         w(head)
         w("|" + "---|" * (head.count("|") - 1))
-        ws = s.get(("wharf", wl))
+        # The queue workload's Wharf is its HTTP API; elsewhere, the Kafka protocol.
+        me = "wharf-http" if wl == "queue" else "wharf"
+        ws = s.get((me, wl))
         for b in rows:
             r = s[(b, wl)]
             line = (f"| {b} | {fmt(r['msgs_per_s'])} | {' / '.join(fmt(x) for x in r['per_round'])} | "
@@ -620,7 +622,7 @@ def render(meta, s, idle, limits, brokers, workloads, plots):
             if has_lat:
                 per = " / ".join(f"{x:.2f}" for x in r["p99_per_round"])
                 line += f" {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} ({per}) | {fmt(r['p999_ms'], 2)} |"
-            if b == "wharf" or ws is None:
+            if b == me or ws is None:
                 line += " | |"
             else:
                 tr = ratio(ws["msgs_per_s"], r["msgs_per_s"])
