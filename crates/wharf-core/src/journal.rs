@@ -43,6 +43,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
@@ -490,11 +491,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl<D: Durable> Journal<D> {
     /// Starts the writer thread over a recovered journal. It compacts once the journal
     /// outgrows `compact_bytes` (and the last snapshot).
+    ///
+    /// With `lazy_sync`, records nobody waits for (submitted without `done`) are
+    /// written at once but synced only with the next record somebody waits for, or
+    /// `lazy_sync` after they were written, whichever comes first: a crash may lose
+    /// them. Without it, every write is synced before the next.
     pub fn start(
         data_dir: &Path,
         recovered: Recovered<D>,
         compact_bytes: u64,
         on_durable: Option<OnDurable<D::Op>>,
+        lazy_sync: Option<Duration>,
     ) -> Result<Journal<D>> {
         let (tx, rx) = mpsc::channel();
         let mut writer = Writer {
@@ -506,6 +513,9 @@ impl<D: Durable> Journal<D> {
             compact_bytes,
             poisoned: None,
             on_durable,
+            lazy_sync,
+            unsynced: Vec::new(),
+            unsynced_since: None,
         };
         let thread = std::thread::Builder::new()
             .name(D::FILES.thread.into())
@@ -560,6 +570,10 @@ struct Writer<D: Durable> {
     compact_bytes: u64,
     poisoned: Option<String>,
     on_durable: Option<OnDurable<D::Op>>,
+    lazy_sync: Option<Duration>,
+    /// Written, not yet synced (lazy records), oldest first.
+    unsynced: Vec<Queued<D::Op>>,
+    unsynced_since: Option<Instant>,
 }
 
 fn fail_all<Op>(batch: Vec<Queued<Op>>, e: &JournalError) {
@@ -572,7 +586,24 @@ fn fail_all<Op>(batch: Vec<Queued<Op>>, e: &JournalError) {
 
 impl<D: Durable> Writer<D> {
     fn run(&mut self, rx: &mpsc::Receiver<Queued<D::Op>>) {
-        while let Ok(first) = rx.recv() {
+        loop {
+            let first = match (self.lazy_sync, self.unsynced_since) {
+                (Some(lazy), Some(since)) => {
+                    let left = (since + lazy).saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(left) {
+                        Ok(w) => w,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            self.write_batch(Vec::new(), true);
+                            continue;
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                _ => match rx.recv() {
+                    Ok(w) => w,
+                    Err(_) => break,
+                },
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -580,11 +611,18 @@ impl<D: Durable> Writer<D> {
                     Err(_) => break,
                 }
             }
-            self.write_batch(batch);
+            let sync = self.lazy_sync.is_none() || batch.iter().any(|w| w.done.is_some());
+            self.write_batch(batch, sync);
+        }
+        // Closing: what was written lazily is synced before the thread ends.
+        if self.unsynced_since.is_some() {
+            self.write_batch(Vec::new(), true);
         }
     }
 
-    fn write_batch(&mut self, batch: Vec<Queued<D::Op>>) {
+    /// Writes `batch`; with `sync`, syncs it and everything written lazily before it,
+    /// then applies and answers all of it.
+    fn write_batch(&mut self, batch: Vec<Queued<D::Op>>, sync: bool) {
         let what = D::FILES.what;
         if let Some(reason) = &self.poisoned {
             let e = JournalError::new(format!("the {what} failed earlier: {reason}"));
@@ -598,21 +636,28 @@ impl<D: Durable> Writer<D> {
         let path = self.dir.join(D::FILES.journal);
         // After a failed write or sync, what reached the disk is unknown: refuse
         // everything from here on (the next open recovers what is there).
-        let written = self
-            .file
-            .write_all(&bytes)
-            .and_then(|()| self.file.sync_data());
+        let mut written = self.file.write_all(&bytes);
+        if written.is_ok() && sync {
+            written = self.file.sync_data();
+        }
         if let Err(e) = written {
             error!(path = %path.display(), error = %e, "{what} write failed; refusing further writes until restart");
             self.poisoned = Some(e.to_string());
-            fail_all(
-                batch,
-                &JournalError::new(format!("writing the {what}: {e}")),
-            );
+            let e = JournalError::new(format!("writing the {what}: {e}"));
+            fail_all(std::mem::take(&mut self.unsynced), &e);
+            self.unsynced_since = None;
+            fail_all(batch, &e);
             return;
         }
         self.len += bytes.len() as u64;
-        for w in batch {
+        if !sync {
+            self.unsynced.extend(batch);
+            self.unsynced_since.get_or_insert_with(Instant::now);
+            return;
+        }
+        self.unsynced_since = None;
+        let earlier = std::mem::take(&mut self.unsynced);
+        for w in earlier.into_iter().chain(batch) {
             self.state.apply(&w.ops);
             if let Some(on_durable) = &self.on_durable {
                 on_durable(&w.ops);

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::{CommandFactory, FromArgMatches};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -214,6 +215,13 @@ async fn serve_http(
     info!(http_addr = %bound, "HTTP API listening");
     info!("wharf ready");
 
+    // Small requests and answers (a publish, an ack) go out at once rather than wait
+    // for the peer's ACK of the previous segment (Nagle).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            warn!(error = %e, "could not set TCP_NODELAY on an HTTP connection");
+        }
+    });
     let server = axum::serve(listener, http::router(broker, queues))
         .with_graceful_shutdown(stopped(stop.clone()));
     let mut server = tokio::spawn(async move { server.await });

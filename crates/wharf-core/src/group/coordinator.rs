@@ -275,6 +275,7 @@ impl GroupCoordinator {
             recovered,
             config.journal_compact_bytes,
             Some(Box::new(move |ops| lock(&for_journal).apply(ops))),
+            None,
         )?;
         let inner = Arc::new(Inner {
             live,

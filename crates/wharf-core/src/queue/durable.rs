@@ -648,14 +648,17 @@ pub fn open(data_dir: &Path) -> Result<Recovered> {
 
 /// Starts the writer thread over a recovered journal; it compacts once the journal
 /// outgrows `compact_bytes` (and the last snapshot). `on_durable` sees each batch once
-/// it is durable, in journal order, before its submitter is told.
+/// it is durable, in journal order, before its submitter is told. With `lazy_sync`,
+/// records nobody waits for are synced with the next one somebody waits for, or that
+/// long after they were written (see [`journal::Journal::start`]).
 pub fn start(
     data_dir: &Path,
     recovered: Recovered,
     compact_bytes: u64,
     on_durable: Option<OnDurable<Op>>,
+    lazy_sync: Option<std::time::Duration>,
 ) -> Result<Journal> {
-    Journal::start(data_dir, recovered, compact_bytes, on_durable)
+    Journal::start(data_dir, recovered, compact_bytes, on_durable, lazy_sync)
 }
 
 /// Frames ops as one record, as the journal writes it (its length is what
@@ -1123,6 +1126,7 @@ mod tests {
             Some(Box::new(move |ops: &[Op]| {
                 hook.lock().unwrap().push(ops.to_vec());
             })),
+            None,
         )
         .unwrap();
         let waiting: Vec<_> = records
@@ -1221,5 +1225,64 @@ mod tests {
             Ok(_) => panic!("opened over a damaged snapshot"),
         };
         assert!(err.contains(SNAPSHOT_FILE), "{err}");
+    }
+
+    #[test]
+    fn lazy_records_are_synced_with_the_next_waited_one_or_by_the_timer_or_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let create = Op::Create {
+            id: 1,
+            topic: "t".into(),
+            name: "s".into(),
+            topic_id: uuid::Uuid::nil(),
+            settings: "{}".into(),
+            created_ms: 0,
+            floors: vec![0],
+        };
+        let meta = |offset: u64| Op::Meta {
+            id: 1,
+            partition: 0,
+            offset,
+            meta: Meta {
+                deliveries: 1,
+                ..Meta::default()
+            },
+        };
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let hook = Arc::clone(&seen);
+        let journal = start(
+            dir.path(),
+            open(dir.path()).unwrap(),
+            1 << 30,
+            Some(Box::new(move |ops: &[Op]| {
+                hook.lock().unwrap().push(ops.to_vec());
+            })),
+            Some(std::time::Duration::from_millis(50)),
+        )
+        .unwrap();
+        journal.submit(vec![create.clone()], None).unwrap();
+        journal.submit(vec![meta(0)], None).unwrap();
+        let (tx, rx) = oneshot::channel();
+        journal.submit(vec![meta(1)], Some(tx)).unwrap();
+        rx.blocking_recv().unwrap().unwrap();
+        // The waited record's sync covered the two lazy ones before it, in order.
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![vec![create.clone()], vec![meta(0)], vec![meta(1)]]
+        );
+        // A lazy record alone is synced by the timer.
+        journal.submit(vec![meta(2)], None).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while seen.lock().unwrap().len() < 4 {
+            assert!(std::time::Instant::now() < deadline, "never synced");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // And one still waiting at close is synced by the close.
+        journal.submit(vec![meta(3)], None).unwrap();
+        journal.close();
+        assert_eq!(seen.lock().unwrap().len(), 5);
+        let state = open(dir.path()).unwrap().state;
+        let metas: Vec<u64> = state.subs[&1].partitions[&0].meta.keys().copied().collect();
+        assert_eq!(metas, vec![0, 1, 2, 3]);
     }
 }

@@ -104,11 +104,21 @@ fn unavailable(e: JournalError) -> CoreError {
 
 /// Compaction threshold of the subscriptions journal.
 const JOURNAL_COMPACT_BYTES: u64 = 64 << 20;
+/// Delivery counts (journaled without anybody waiting) are synced with the next ack,
+/// nack or seek, or this long after they were written: they cost no fdatasync of their
+/// own, and a crash loses at most this much of them.
+const LAZY_SYNC: Duration = Duration::from_millis(200);
 
 fn open_journal(data_dir: &Path) -> Result<(DurableSubscriptions, durable::Journal)> {
     let recovered = durable::open(data_dir)?;
     let state = recovered.state.clone();
-    let journal = durable::start(data_dir, recovered, JOURNAL_COMPACT_BYTES, None)?;
+    let journal = durable::start(
+        data_dir,
+        recovered,
+        JOURNAL_COMPACT_BYTES,
+        None,
+        Some(LAZY_SYNC),
+    )?;
     Ok((state, journal))
 }
 

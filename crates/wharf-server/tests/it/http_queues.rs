@@ -868,3 +868,64 @@ fn a_subscription_delay_a_topic_ttl_a_bytes_limit_and_max_in_flight_apply() {
         "{b}"
     );
 }
+
+#[test]
+fn kafka_producers_compressed_batches_are_pulled_as_single_messages() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let q = Q::start(dir.path(), "mixed", 1);
+    q.subscribe("s", json!({}));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut want = Vec::new();
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", q.server.kafka.unwrap().to_string())
+            .set("acks", "all")
+            .set("compression.codec", codec)
+            .set("linger.ms", "20")
+            .create()
+            .expect("producer");
+        let values: Vec<String> = (0..5).map(|i| format!("{codec}-{i}")).collect();
+        rt.block_on(async {
+            // Enqueued together, so they share one compressed batch.
+            let sends: Vec<_> = values
+                .iter()
+                .map(|v| {
+                    producer
+                        .send_result(
+                            FutureRecord::to("mixed")
+                                .partition(0)
+                                .key(codec)
+                                .payload(v)
+                                .headers(OwnedHeaders::new().insert(Header {
+                                    key: "codec",
+                                    value: Some(codec.as_bytes()),
+                                })),
+                        )
+                        .unwrap_or_else(|(e, _)| panic!("{codec}: enqueue: {e}"))
+                })
+                .collect();
+            for s in sends {
+                s.await
+                    .expect("delivery report")
+                    .unwrap_or_else(|(e, _)| panic!("{codec}: {e}"));
+            }
+        });
+        want.extend(values);
+    }
+    let got = q.pull_n("s", want.len(), Duration::from_secs(10));
+    assert_eq!(values(&got), want);
+    for m in &got {
+        let codec = m["key"].as_str().unwrap();
+        assert_eq!(m["headers"]["codec"], codec, "{m}");
+        assert!(m["value"].as_str().unwrap().starts_with(codec));
+    }
+    q.ack("s", &got);
+    assert_eq!(q.stats("s")["backlog"], 0);
+}
