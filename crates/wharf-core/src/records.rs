@@ -2,13 +2,95 @@
 //! (HTTP queue pulls, dead letters) rather than as the batches Kafka fetches serve.
 //!
 //! Stored batches are Kafka RecordBatch v2, possibly compressed by the producer
-//! (gzip, snappy, lz4, zstd); kafka-protocol's decoder inflates them. Batches were
-//! checked (length, magic, CRC-32C) when appended and again when recovered, so a
-//! batch that fails to decode here is reported, not trusted.
+//! (gzip, snappy, lz4, zstd). kafka-protocol parses them; the inflating is done here
+//! ([`inflate`]), bounded by [`MAX_INFLATED_BYTES`], so a small batch that inflates to
+//! gigabytes (a decompression bomb a producer could store within `max.message.bytes`)
+//! is refused instead of exhausting memory. Batches were checked (length, magic,
+//! CRC-32C) when appended and again when recovered, so a batch that fails to decode
+//! here is reported, not trusted.
+
+use std::io::Read;
 
 use bytes::Bytes;
-use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use wharf_log::batch::BatchHeader;
+
+/// Most bytes one batch's records may inflate to: 64 MiB, 64 times Kafka's default
+/// `max.message.bytes`.
+pub const MAX_INFLATED_BYTES: usize = 64 << 20;
+
+/// Kafka's snappy framing (xerial's `SnappyOutputStream`): this magic, a version and a
+/// compatible version (4 bytes each), then chunks of a 4-byte big-endian length and raw
+/// snappy data.
+const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\0";
+
+/// Inflates a batch's records section, refusing to produce more than
+/// [`MAX_INFLATED_BYTES`].
+fn inflate(input: &mut Bytes, codec: Compression) -> anyhow::Result<Bytes> {
+    let data = std::mem::take(input);
+    let limit = MAX_INFLATED_BYTES as u64 + 1;
+    let mut out = Vec::new();
+    match codec {
+        Compression::None => return Ok(data),
+        Compression::Gzip => {
+            flate2::read::GzDecoder::new(&data[..])
+                .take(limit)
+                .read_to_end(&mut out)?;
+        }
+        Compression::Zstd => {
+            zstd::stream::read::Decoder::new(&data[..])?
+                .take(limit)
+                .read_to_end(&mut out)?;
+        }
+        Compression::Lz4 => {
+            lz4::Decoder::new(&data[..])?
+                .take(limit)
+                .read_to_end(&mut out)?;
+        }
+        Compression::Snappy => snappy(&data, &mut out)?,
+    }
+    if out.len() > MAX_INFLATED_BYTES {
+        anyhow::bail!(
+            "its records inflate to more than {MAX_INFLATED_BYTES} bytes; refused as a likely decompression bomb"
+        );
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Snappy, xerial-framed as Kafka's Java client writes it, or raw as some clients do;
+/// each block's declared length is checked against the bound before it is inflated.
+fn snappy(data: &[u8], out: &mut Vec<u8>) -> anyhow::Result<()> {
+    let block = |raw: &[u8], out: &mut Vec<u8>| -> anyhow::Result<()> {
+        let len = snap::raw::decompress_len(raw)?;
+        if out.len() + len > MAX_INFLATED_BYTES {
+            anyhow::bail!(
+                "its records inflate to more than {MAX_INFLATED_BYTES} bytes; refused as a likely decompression bomb"
+            );
+        }
+        let start = out.len();
+        out.resize(start + len, 0);
+        snap::raw::Decoder::new().decompress(raw, &mut out[start..])?;
+        Ok(())
+    };
+    let Some(mut rest) = data.strip_prefix(XERIAL_MAGIC) else {
+        return block(data, out);
+    };
+    rest = rest
+        .get(8..)
+        .ok_or_else(|| anyhow::anyhow!("snappy framing cut short"))?;
+    while !rest.is_empty() {
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| anyhow::anyhow!("snappy chunk length cut short"))?;
+        let len = usize::try_from(u32::from_be_bytes(*len))?;
+        let chunk = tail
+            .get(..len)
+            .ok_or_else(|| anyhow::anyhow!("snappy chunk cut short"))?;
+        block(chunk, out)?;
+        rest = &tail[len..];
+    }
+    Ok(())
+}
 
 /// One record as a consumer sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +176,8 @@ pub fn decode(bytes: Bytes, from: u64) -> Result<Decoded, DecodeError> {
             continue;
         }
         let mut buf = batch;
-        let set = match RecordBatchDecoder::decode(&mut buf) {
+        let set = match RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(inflate))
+        {
             Ok(set) => set,
             Err(_) if earlier => {
                 // Leave it to the next read, which starts at it and reports it.
@@ -200,5 +283,91 @@ mod tests {
         two.extend(&bytes);
         let d = decode(two.into(), 0).unwrap();
         assert_eq!((d.messages.len(), d.end_offset), (1, 5));
+    }
+
+    /// `batch(base, values)` with its records section compressed by `codec` (Kafka's
+    /// attribute bits 0-2: 1 gzip, 2 snappy, 3 lz4, 4 zstd) or replaced by `records`.
+    fn compressed(base: i64, values: &[&str], codec: u8, records: Option<Vec<u8>>) -> Vec<u8> {
+        use std::io::Write;
+        let plain = batch(base, values);
+        let (head, body) = plain.split_at(wharf_log::batch::HEADER_LEN);
+        let body = records.unwrap_or_else(|| match codec {
+            1 => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(body).unwrap();
+                e.finish().unwrap()
+            }
+            2 => snap::raw::Encoder::new().compress_vec(body).unwrap(),
+            3 => {
+                let mut e = lz4::EncoderBuilder::new().build(Vec::new()).unwrap();
+                e.write_all(body).unwrap();
+                let (out, r) = e.finish();
+                r.unwrap();
+                out
+            }
+            _ => zstd::encode_all(body, 1).unwrap(),
+        });
+        let mut out = head.to_vec();
+        out.extend(body);
+        let len = (out.len() - 12) as i32;
+        out[8..12].copy_from_slice(&len.to_be_bytes());
+        out[22] = (out[22] & !0x07) | codec;
+        let crc = wharf_log::batch::compute_crc(&out);
+        out[17..21].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn every_codec_inflates_within_the_bound() {
+        for codec in 1..=4u8 {
+            let d = decode(compressed(3, &["a", "b"], codec, None).into(), 0).unwrap();
+            let got: Vec<_> = d
+                .messages
+                .iter()
+                .map(|m| (m.offset, m.value.clone()))
+                .collect();
+            assert_eq!(
+                got,
+                vec![(3, Some(Bytes::from("a"))), (4, Some(Bytes::from("b")))],
+                "codec {codec}"
+            );
+        }
+        // Kafka's Java client frames snappy the xerial way.
+        let plain = batch(0, &["x"]);
+        let body = &plain[wharf_log::batch::HEADER_LEN..];
+        let mut framed = XERIAL_MAGIC.to_vec();
+        framed.extend(1u32.to_be_bytes());
+        framed.extend(1u32.to_be_bytes());
+        let chunk = snap::raw::Encoder::new().compress_vec(body).unwrap();
+        framed.extend((chunk.len() as u32).to_be_bytes());
+        framed.extend(chunk);
+        let d = decode(compressed(0, &["x"], 2, Some(framed)).into(), 0).unwrap();
+        assert_eq!(d.messages[0].value.as_deref(), Some(&b"x"[..]));
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_not_inflated() {
+        // 256 MiB of zeros compresses to a few KiB with zstd, gzip and snappy alike.
+        let zeros = vec![0u8; 256 << 20];
+        let bombs = [
+            (4u8, zstd::encode_all(&zeros[..], 1).unwrap()),
+            (1, {
+                use std::io::Write;
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(&zeros).unwrap();
+                e.finish().unwrap()
+            }),
+            (2, snap::raw::Encoder::new().compress_vec(&zeros).unwrap()),
+        ];
+        drop(zeros);
+        for (codec, bomb) in bombs {
+            assert!(bomb.len() < 16 << 20, "codec {codec}: {} bytes", bomb.len());
+            let e = decode(compressed(7, &["a"], codec, Some(bomb)).into(), 0).unwrap_err();
+            assert_eq!((e.offset, e.end), (7, 8), "codec {codec}");
+            assert!(
+                e.reason.contains("decompression bomb"),
+                "codec {codec}: {e}"
+            );
+        }
     }
 }

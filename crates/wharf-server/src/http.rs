@@ -20,6 +20,7 @@ mod subscriptions;
 mod topics;
 
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRef, FromRequest, Request};
@@ -238,8 +239,8 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 }
 
 /// A JSON request body, decoded into `T`. Unlike `axum::Json`, every rejection is an
-/// [`ApiError`]: 415 without a JSON Content-Type, 413 past the route's
-/// `DefaultBodyLimit` (which must be `LIMIT`, the number the message names), 400
+/// [`ApiError`]: 415 without a JSON Content-Type, 413 past `LIMIT` bytes (after the
+/// rest of the body was read and thrown away, see [`read_body`]), 400
 /// `invalid_json` with serde's message (which names an unknown or missing field, or the
 /// line and column of a syntax error).
 pub struct JsonBody<T, const LIMIT: usize = ADMIN_BODY_LIMIT>(pub T);
@@ -251,7 +252,7 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
         if !is_json(req.headers()) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -259,17 +260,7 @@ where
                 "the request body must be JSON, sent with `Content-Type: application/json`",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("the request body is larger than this route's limit of {LIMIT} bytes"),
-                )
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", r.body_text())
-            }
-        })?;
+        let bytes = read_body(req.into_body(), LIMIT).await?;
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -278,6 +269,59 @@ where
             )
         })
     }
+}
+
+/// How long a body past its limit is read (and thrown away) before the 413 answer.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+/// How much of a body past its limit is read and thrown away at most.
+const DRAIN_BYTES: usize = 64 << 20;
+
+/// Reads a request body of at most `limit` bytes. A larger one is answered 413, but
+/// only after the rest of it was read and thrown away (up to [`DRAIN_BYTES`] or
+/// [`DRAIN_TIME`]): answering while the client still sends, then closing, makes the
+/// kernel reset the connection, and the client may lose the answer with it.
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt;
+
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    loop {
+        let next = if seen > limit {
+            match tokio::time::timeout_at(deadline, stream.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            }
+        } else {
+            stream.next().await
+        };
+        let Some(chunk) = next else { break };
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("reading the request body: {e}"),
+            )
+        })?;
+        seen = seen.saturating_add(chunk.len());
+        if seen <= limit {
+            buf.extend_from_slice(&chunk);
+        } else {
+            buf = Vec::new();
+            if seen > limit.saturating_add(DRAIN_BYTES) {
+                break;
+            }
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than this route's limit of {limit} bytes"),
+        ));
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// `application/json` or `application/<something>+json`, with any parameters.
