@@ -325,7 +325,9 @@ fn nacks_back_off_longer_each_time_then_dead_letter_with_origin_headers_and_redr
     // 300 ms, then 900 ms (±20% jitter).
     assert!(gaps[0] >= Duration::from_millis(200), "{gaps:?}");
     assert!(gaps[1] >= Duration::from_millis(650), "{gaps:?}");
-    assert!(gaps[1] > gaps[0] * 2, "{gaps:?}");
+    // Grows: by about 600 ms nominally, at least 360 ms with the jitter. A loaded
+    // machine adds about the same delay to both gaps, so compare the difference.
+    assert!(gaps[1] >= gaps[0] + Duration::from_millis(250), "{gaps:?}");
     q.nack("s", &last, "boom 3");
 
     // The third failure was the last delivery: the message is in the dead-letter topic.
