@@ -747,36 +747,7 @@ impl Queues {
                 missing.entry(key.0).or_default().push(key.1);
             }
         }
-        for (p, mut offsets) in missing {
-            offsets.sort_unstable();
-            let mut i = 0;
-            while i < offsets.len() {
-                let from = offsets[i];
-                let last = offsets[offsets.len() - 1];
-                let read = self
-                    .inner
-                    .broker
-                    .read(&sub.topic, p, from, READ_BYTES)
-                    .await
-                    .ok()
-                    .and_then(|r| records::decode(r.bytes.into(), from).ok());
-                let Some(d) = read else {
-                    // Unreadable from here: the rest of this run counts as missing.
-                    i += 1;
-                    continue;
-                };
-                for m in d.messages {
-                    if m.offset > last {
-                        break;
-                    }
-                    cache.insert((p, m.offset), m);
-                }
-                // Past what this read covered (at least one offset, so this ends).
-                while i < offsets.len() && offsets[i] < d.end_offset.max(from + 1) {
-                    i += 1;
-                }
-            }
-        }
+        self.read_messages(&sub.topic, missing, &mut cache).await;
         let mut out = Vec::with_capacity(got.len());
         let topic_id = sub.topic_id.simple().to_string();
         for d in got {
@@ -799,10 +770,46 @@ impl Queues {
         Ok(out)
     }
 
-    async fn read_one(&self, topic: &str, p: u32, o: u64) -> Option<Message> {
-        let r = self.inner.broker.read(topic, p, o, 1).await.ok()?;
-        let d = records::decode(r.bytes.into(), o).ok()?;
-        d.messages.into_iter().find(|m| m.offset == o)
+    /// Reads the records at `offsets` (per partition) into `into`, one read per run of
+    /// offsets rather than per message. Offsets that are gone or unreadable are left out.
+    async fn read_messages(
+        &self,
+        topic: &str,
+        offsets: BTreeMap<u32, Vec<u64>>,
+        into: &mut HashMap<(u32, u64), Message>,
+    ) {
+        for (p, mut offsets) in offsets {
+            offsets.sort_unstable();
+            let Some(&last) = offsets.last() else {
+                continue;
+            };
+            let mut i = 0;
+            while i < offsets.len() {
+                let from = offsets[i];
+                let read = self
+                    .inner
+                    .broker
+                    .read(topic, p, from, READ_BYTES)
+                    .await
+                    .ok()
+                    .and_then(|r| records::decode(r.bytes.into(), from).ok());
+                let Some(d) = read else {
+                    // Unreadable from here: the rest of this run counts as missing.
+                    i += 1;
+                    continue;
+                };
+                for m in d.messages {
+                    if m.offset > last {
+                        break;
+                    }
+                    into.insert((p, m.offset), m);
+                }
+                // Past what this read covered (at least one offset, so this ends).
+                while i < offsets.len() && offsets[i] < d.end_offset.max(from + 1) {
+                    i += 1;
+                }
+            }
+        }
     }
 
     fn settle(&self, sub: &Arc<Sub>) {
@@ -1019,19 +1026,22 @@ impl Queues {
                 Err(e) => return Err(e),
             }
         }
+        let mut wanted: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        for d in dead {
+            wanted.entry(d.partition).or_default().push(d.offset);
+        }
+        let mut found = HashMap::new();
+        self.read_messages(&sub.topic, wanted, &mut found).await;
         let mut messages = Vec::with_capacity(dead.len());
         for d in dead {
             // A record that is gone cannot be dead-lettered; it is done all the same.
-            let m = self
-                .read_one(&sub.topic, d.partition, d.offset)
-                .await
-                .unwrap_or(Message {
-                    offset: d.offset,
-                    timestamp_ms: now_ms(),
-                    key: None,
-                    value: None,
-                    headers: Vec::new(),
-                });
+            let m = found.remove(&(d.partition, d.offset)).unwrap_or(Message {
+                offset: d.offset,
+                timestamp_ms: now_ms(),
+                key: None,
+                value: None,
+                headers: Vec::new(),
+            });
             messages.push((d, m));
         }
         let now = now_ms();
