@@ -16,6 +16,7 @@ Standard library only.
 """
 
 import argparse
+import bisect
 import datetime
 import json
 import os
@@ -442,7 +443,7 @@ def disk_floor(bins, workdir, rate, mode):
          "--rate", str(rate), "--duration", "10", "--mode", mode],
         check=True, stdout=subprocess.DEVNULL,
     )  # fmt: skip
-    return json.loads(out.read_text())["latency"]["p99_us"]
+    return json.loads(out.read_text())["latency"]
 
 
 def machine_limits(workdir, bins, rate):
@@ -460,7 +461,7 @@ def machine_limits(workdir, bins, rate):
         workdir,
     )
     lat = sync["sync"]["lat_ns"]
-    return {
+    out = {
         "fio_seq_write_mib_s": seq["write"]["bw_bytes"] / MIB,
         "fio_fdatasync_per_s": sync["write"]["iops"],
         "fio_fdatasync_p50_us": lat["percentile"]["50.000000"] / 1000,
@@ -469,9 +470,57 @@ def machine_limits(workdir, bins, rate):
         "fio_fdatasync_max_us": lat["max"] / 1000,
         # The disk alone at the latency workload's rate, stalls counted per write held
         # back (as the workload counts messages): appending, and into zeroed space.
-        "disk_append_p99_us": disk_floor(bins, workdir, rate, "append"),
-        "disk_overwrite_p99_us": disk_floor(bins, workdir, rate, "overwrite"),
     }
+    for mode in ("append", "overwrite"):
+        lat = disk_floor(bins, workdir, rate, mode)
+        out[f"disk_{mode}_p99_us"] = lat["p99_us"]
+        out[f"disk_{mode}_curve"] = lat["curve"]
+    return out
+
+
+def quantiles(curve, n):
+    """n evenly spaced quantiles (µs) of a latency curve of (percentile, µs) points."""
+    pts = sorted((float(p), float(v)) for p, v in curve)
+    xs = [p for p, _ in pts]
+    out = []
+    for i in range(n):
+        pct = (i + 0.5) * 100 / n
+        j = bisect.bisect_left(xs, pct)
+        if j == 0:
+            out.append(pts[0][1])
+        elif j >= len(pts):
+            out.append(pts[-1][1])
+        else:
+            (p0, v0), (p1, v1) = pts[j - 1], pts[j]
+            out.append(v0 + (v1 - v0) * (pct - p0) / (p1 - p0) if p1 > p0 else v1)
+    return out
+
+
+def sum_p99(curve_a, curve_b, n=2000):
+    """The p99 (µs) of A + B, A and B independent and distributed as the two curves: the
+    latency of a trip that costs one of each."""
+    a, b = quantiles(curve_a, n), sorted(quantiles(curve_b, n))
+    lo, hi = a[0] + b[0], max(a) + b[-1]
+    want = 0.99 * n * n
+    while hi - lo > 1:
+        t = (lo + hi) / 2
+        if sum(bisect.bisect_right(b, t - x) for x in a) >= want:
+            hi = t
+        else:
+            lo = t
+    return hi
+
+
+def floors(results, limits, trip_broker):
+    """Per round: p99 of `trip_broker`'s latency run plus the disk measured at that rate
+    into zeroed space (`disk_overwrite_curve`), in ms."""
+    out = []
+    for i, lim in enumerate(limits):
+        runs = results.get((trip_broker, "latency"), [])
+        run = runs[i] if i < len(runs) else None
+        if run and run.get("latency") and lim.get("disk_overwrite_curve"):
+            out.append(sum_p99(run["latency"]["curve"], lim["disk_overwrite_curve"]) / 1000)
+    return out
 
 
 def iperf3_loopback():
@@ -659,7 +708,8 @@ def render(meta, s, idle, limits, brokers, workloads, plots):
     w("| target | measured | met |")
     w("|---|---|---|")
     for name, measured, ok in targets(s, idle, limits):
-        w(f"| {name} | {measured} | {'yes' if ok else ('no' if ok is not None else 'not measured')} |")
+        said = ok if isinstance(ok, str) else ("yes" if ok else ("no" if ok is not None else "not measured"))
+        w(f"| {name} | {measured} | {said} |")
     w("")
     return "\n".join(out)
 
@@ -689,6 +739,18 @@ def targets(s, idle, limits):
     if lw is not None and dd is not None:
         d = lw - dd / 1000
         rows.append(("(limit) latency p99 within 0.5 ms of the disk's own p99 at that rate", f"{lw:.2f} ms vs {dd / 1000:.2f} ms ({d:+.2f} ms)", d <= 0.5))
+    # The machine's floor for a message that a consumer may see only once it is durable:
+    # the cheapest broker trip measured here (core NATS, which stores nothing) plus one
+    # fdatasync at that rate, summed as independent draws (see docs/benchmarks.md).
+    fl = s.get("floors", {})
+    fn, fw = med(fl.get("nats") or []), med(fl.get("wharf-nosync") or [])
+    if fn is not None and lw is not None:
+        per = " / ".join(f"{v:.2f}" for v in fl["nats"])
+        half = f"; ½ RabbitMQ's p99 {lr / 2:.2f} ms is {'under' if lr / 2 < fn else 'over'} it" if lr else ""
+        rows.append(("(floor) p99 of core NATS's trip + one fdatasync at that rate", f"{fn:.2f} ms ({per}); Wharf {lw:.2f} ms ({lw - fn:+.2f} ms){half}", "–"))
+    if fw is not None and lw is not None:
+        per = " / ".join(f"{v:.2f}" for v in fl["wharf-nosync"])
+        rows.append(("(floor) p99 of Wharf's own trip without the disk + one fdatasync", f"{fw:.2f} ms ({per}); Wharf {lw:.2f} ms ({lw - fw:+.2f} ms)", "–"))
     r = ratio(g("wharf", "fanout", "msgs_per_s"), g("nats", "fanout", "msgs_per_s"))
     rows.append(("fanout to 4 groups ≥ core NATS", fmt(r, 2, "×"), None if r is None else r >= 1))
     iw = med(idle.get("wharf", []))
@@ -801,7 +863,7 @@ def main():
             if mb is not None:
                 lim["iperf3_loopback_mb_s"] = mb
             limits.append(lim)
-            log(f"   fio: {json.dumps({k: round(v) for k, v in lim.items()})}")
+            log(f"   fio: {json.dumps({k: round(v) for k, v in lim.items() if not k.endswith('_curve')})}")
             # fio just wrote a GiB: give the disk (and the host under a VM) time to
             # finish with it, or the first broker's fsyncs pay for fio's writes.
             time.sleep(SETTLE_AFTER_FIO_S)
@@ -863,6 +925,7 @@ def main():
             dest = img / f"compare-{wl}-latency.png"
             shutil.copy(png, dest)
             plots[wl] = os.path.relpath(dest, a.docs.parent)
+    s["floors"] = {b: floors(results, limits, b) for b in ("nats", "wharf-nosync")}
     text = render(meta, s, idle, limits, brokers, workloads, plots)
     (outdir / "table.md").write_text(text + "\n")
     raw = {f"{b}/{w}": v for (b, w), v in results.items()}
