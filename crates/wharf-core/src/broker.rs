@@ -20,10 +20,11 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 use wharf_log::{
@@ -34,6 +35,7 @@ use wharf_log::{
 use crate::dedup::{Claim, Dedup, Reservations};
 use crate::error::{CoreError, IoContext, Result};
 use crate::group::{GroupConfig, GroupCoordinator};
+use crate::otel::MessageTracer;
 use crate::producer::{
     PartitionProducers, ProducerEntry, ProducerIdAllocator, ProducerIdAndEpoch, SequenceError,
     MAX_BUMPED_EPOCH,
@@ -274,6 +276,8 @@ struct Shared {
     producer_snapshot_every: u64,
     producer_id_expiration_ms: i64,
     closed: AtomicBool,
+    /// Spans of traced messages; set once, at startup, when tracing is on.
+    tracer: OnceLock<Arc<MessageTracer>>,
 }
 
 /// The broker core: topics, their partitions and the background work on them.
@@ -342,6 +346,7 @@ async fn publish_partition(
     mut todo: Vec<(usize, Publish)>,
     window_ms: u64,
     max_batch: u32,
+    tracer: Option<Arc<MessageTracer>>,
 ) -> Result<Vec<(usize, Published)>> {
     let dedup = window_ms > 0 && todo.iter().any(|(_, m)| m.idempotency_key.is_some());
     if dedup {
@@ -385,7 +390,10 @@ async fn publish_partition(
         if !own.is_empty() {
             // On an error the reservations are dropped: released for others to claim.
             let batches = publish::encode(&own, now, max_batch)?;
-            let outcome = produce_on(Arc::clone(&p), batches).await?.durable().await?;
+            let outcome = produce_on(Arc::clone(&p), batches, tracer.clone())
+                .await?
+                .durable()
+                .await?;
             let base = outcome.info.base_offset;
             reservations.complete(base, now);
             for (position, (i, _)) in own.into_iter().enumerate() {
@@ -484,8 +492,16 @@ async fn load_dedup(p: Arc<Partition>, window_ms: u64) -> Result<()> {
 }
 
 /// [`Broker::produce_start`] on a partition already looked up.
-async fn produce_on(p: Arc<Partition>, mut batches: Vec<u8>) -> Result<PendingProduce> {
+///
+/// With a tracer, the stored batches (their base offsets stamped) go to
+/// [`MessageTracer::stored`] once durable, after the high watermark moved.
+async fn produce_on(
+    p: Arc<Partition>,
+    mut batches: Vec<u8>,
+    tracer: Option<Arc<MessageTracer>>,
+) -> Result<PendingProduce> {
     let now = now_ms();
+    let received = tracer.as_ref().map(|_| SystemTime::now());
     if batches.len() <= INLINE_APPEND_BYTES && !p.log.roll_due(batches.len() as u64, now) {
         // The common case, in place: checking a CRC over at most 1 MiB and a pwrite
         // into the page cache take microseconds, and a message that waits for no
@@ -495,10 +511,27 @@ async fn produce_on(p: Arc<Partition>, mut batches: Vec<u8>) -> Result<PendingPr
             .producers
             .append_deferred(&p.log, &mut batches, now)
             .map_err(|e| p.append_err(e))?;
+        // Only with a tracer, and only for batches actually stored: a zero-copy move.
+        let traced = match (tracer, received) {
+            (Some(t), Some(r)) if !outcome.duplicate => {
+                Some((t, Bytes::from(batches), r, SystemTime::now()))
+            }
+            _ => None,
+        };
         if durability.is_none() {
             // Readable now (a policy other than `always`).
             p.publish_high_watermark();
             if !p.producers.snapshot_due() {
+                if let Some((t, b, received, written)) = traced {
+                    t.stored(
+                        p.topic.as_str(),
+                        p.index,
+                        b,
+                        received,
+                        written,
+                        SystemTime::now(),
+                    );
+                }
                 return Ok(PendingProduce::Ready(outcome));
             }
         }
@@ -507,6 +540,16 @@ async fn produce_on(p: Arc<Partition>, mut batches: Vec<u8>) -> Result<PendingPr
                 p.log.wait_durable_for(d).map_err(|e| p.err(e))?;
             }
             p.appended();
+            if let Some((t, b, received, written)) = traced {
+                t.stored(
+                    p.topic.as_str(),
+                    p.index,
+                    b,
+                    received,
+                    written,
+                    SystemTime::now(),
+                );
+            }
             Ok(outcome)
         });
         return Ok(PendingProduce::Waiting(task));
@@ -524,6 +567,19 @@ async fn produce_on(p: Arc<Partition>, mut batches: Vec<u8>) -> Result<PendingPr
             })
             .map_err(|e| p.append_err(e))?;
         p.appended();
+        if let (Some(t), Some(received)) = (tracer, received) {
+            if !outcome.duplicate {
+                let now = SystemTime::now();
+                t.stored(
+                    p.topic.as_str(),
+                    p.index,
+                    Bytes::from(batches),
+                    received,
+                    now,
+                    now,
+                );
+            }
+        }
         Ok(outcome)
     });
     let pending = PendingProduce::Waiting(task);
@@ -607,6 +663,7 @@ impl Broker {
             producer_id_expiration_ms: i64::try_from(config.producer_id_expiration.as_millis())
                 .unwrap_or(i64::MAX),
             closed: AtomicBool::new(false),
+            tracer: OnceLock::new(),
         };
         let mut opened = BTreeMap::new();
         for record in &records {
@@ -645,6 +702,17 @@ impl Broker {
     /// The consumer-group coordinator (groups and committed offsets).
     pub fn groups(&self) -> &GroupCoordinator {
         &self.groups
+    }
+
+    /// Turns on the spans of traced messages (see [`crate::otel`]). Once: a second
+    /// tracer is ignored.
+    pub fn set_tracer(&self, tracer: Arc<MessageTracer>) {
+        let _ = self.shared.tracer.set(tracer);
+    }
+
+    /// The tracer of traced messages, when tracing is on.
+    pub fn tracer(&self) -> Option<&Arc<MessageTracer>> {
+        self.shared.tracer.get()
     }
 
     /// Installs the back-pressure check every produce passes (the queue subscriptions).
@@ -830,7 +898,7 @@ impl Broker {
     ) -> Result<PendingProduce> {
         self.check_open()?;
         let p = self.shared.partition(topic, partition)?;
-        produce_on(p, batches).await
+        produce_on(p, batches, self.shared.tracer.get().cloned()).await
     }
 
     /// Publishes single messages (the HTTP publish API): picks each message's partition
@@ -889,7 +957,11 @@ impl Broker {
                     partitions,
                 })?;
             tasks.push(tokio::spawn(publish_partition(
-                p, msgs, window_ms, max_batch,
+                p,
+                msgs,
+                window_ms,
+                max_batch,
+                self.shared.tracer.get().cloned(),
             )));
         }
         let mut out: Vec<Option<Published>> = vec![None; total];

@@ -13,13 +13,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 use wharf_core::Broker;
 
 use crate::api::{self, Reply, Started};
@@ -36,6 +37,9 @@ pub struct Ctx {
     /// The client's address (a connection's own copy of the context carries it), shown
     /// as a group member's `client_host`.
     pub peer: Option<SocketAddr>,
+    /// The client id of the connection's first request (clients send the same one on
+    /// every request of a connection), for logs and traces.
+    pub client_id: Option<Arc<str>>,
 }
 
 /// Why a connection is dropped.
@@ -137,11 +141,13 @@ pub async fn run(
     ctx: Arc<Ctx>,
     mut stop: watch::Receiver<bool>,
 ) {
-    debug!(%peer, "Kafka connection opened");
-    let ctx = Arc::new(Ctx {
+    debug!(%peer, "Kafka connection accepted");
+    let opened = Instant::now();
+    let mut ctx = Arc::new(Ctx {
         peer: Some(peer),
         ..Ctx::clone(&ctx)
     });
+    let mut requests: u64 = 0;
     let (rd, mut wr) = stream.into_split();
     let max = ctx.config.max_request_bytes;
     let mut reading: Pin<Box<dyn Future<Output = ReadOutcome> + Send>> =
@@ -169,7 +175,19 @@ pub async fn run(
             // before it are written: answer them first, so their producer does not
             // send them again.
             let frame = match frame {
-                Ok(Some(frame)) => frame,
+                Ok(Some(frame)) => {
+                    if requests == 0 {
+                        // One line per connection, once the client has said who it is.
+                        let client_id: Arc<str> = client_id_of(&frame).into();
+                        info!(%peer, client_id = %client_id, "Kafka connection opened");
+                        ctx = Arc::new(Ctx {
+                            client_id: Some(client_id),
+                            ..Ctx::clone(&ctx)
+                        });
+                    }
+                    requests += 1;
+                    frame
+                }
                 Ok(None) => return drain(&mut wr, &mut in_flight).await,
                 Err(e) => {
                     drain(&mut wr, &mut in_flight).await?;
@@ -214,12 +232,55 @@ pub async fn run(
         }
     }
     .await;
+    let client_id = ctx.client_id.as_deref().unwrap_or("");
+    let open_ms = u64::try_from(opened.elapsed().as_millis()).unwrap_or(u64::MAX);
     match result {
-        Ok(()) => debug!(%peer, "Kafka connection closed"),
+        // A connection that never sent a request (a port probe) is not worth a line.
+        Ok(()) if requests == 0 => debug!(%peer, "Kafka connection closed before any request"),
+        Ok(()) => info!(%peer, client_id, requests, open_ms, "Kafka connection closed"),
         // A client going away (reset, broken pipe) is routine, not worth a warning.
         Err(ConnError::Write(e)) | Err(ConnError::Frame(FrameError::Io(e))) => {
-            debug!(%peer, error = %e, "Kafka connection lost")
+            info!(%peer, client_id, requests, open_ms, error = %e, "Kafka connection lost")
         }
-        Err(e) => warn!(%peer, error = %e, "closing Kafka connection"),
+        Err(e) => {
+            warn!(%peer, client_id, requests, open_ms, error = %e, "closing Kafka connection")
+        }
+    }
+}
+
+/// The client id in a request header (v1 and later: after the API key, version and
+/// correlation id, an INT16 length, -1 for null, and that many bytes). Empty when the
+/// frame has none or it is not UTF-8; at most 256 characters are kept.
+fn client_id_of(frame: &[u8]) -> String {
+    let Some(&[hi, lo]) = frame.get(8..10) else {
+        return String::new();
+    };
+    let Ok(len) = usize::try_from(i16::from_be_bytes([hi, lo])) else {
+        return String::new();
+    };
+    let Some(bytes) = frame.get(10..10 + len) else {
+        return String::new();
+    };
+    let id = String::from_utf8_lossy(bytes);
+    id.chars().take(256).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_id_of;
+
+    #[test]
+    fn client_id_is_read_from_the_request_header() {
+        let mut frame = vec![0, 1, 0, 11, 0, 0, 0, 7];
+        frame.extend_from_slice(&6i16.to_be_bytes());
+        frame.extend_from_slice(b"rdkafka");
+        assert_eq!(client_id_of(&frame), "rdkafk");
+        let mut null = vec![0, 1, 0, 11, 0, 0, 0, 7];
+        null.extend_from_slice(&(-1i16).to_be_bytes());
+        assert_eq!(client_id_of(&null), "");
+        assert_eq!(client_id_of(&[0, 1, 0]), "");
+        let mut short = vec![0, 1, 0, 11, 0, 0, 0, 7, 0, 50];
+        short.extend_from_slice(b"abc");
+        assert_eq!(client_id_of(&short), "");
     }
 }

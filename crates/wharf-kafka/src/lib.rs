@@ -95,6 +95,7 @@ pub async fn handle_frame(
         config,
         advertised,
         peer: None,
+        client_id: None,
     };
     match api::handle(&ctx, frame).await {
         Ok(api::Reply::Send(bytes)) => Ok(Some(bytes)),

@@ -44,6 +44,7 @@ impl KafkaListener {
                 config,
                 advertised,
                 peer: None,
+                client_id: None,
             }),
         })
     }

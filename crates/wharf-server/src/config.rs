@@ -45,6 +45,11 @@ Settings of `wharf serve`, each from the command line, else the environment, els
       HTTP API address (GET /health), bound once the broker is open; port 0 picks one.
   --flush <POLICY>        env WHARF_FLUSH, file key flush, default always
       When data is fsync'd: always (no acknowledged loss), interval:<ms>, or never.
+  --log-format <FORMAT>   env WHARF_LOG_FORMAT, file key log_format, default text
+      Log lines on stderr: text (for people) or json (one JSON object per line).
+  --otlp-endpoint <URL>   env WHARF_OTLP_ENDPOINT, file key otlp_endpoint, no default
+      OpenTelemetry collector (OTLP over gRPC, e.g. http://127.0.0.1:4317) that receives
+      the spans of traced messages; without it nothing is traced.
   --config <FILE>         env WHARF_CONFIG, no default
       TOML file with any of the keys above.
 
@@ -137,6 +142,26 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_FLUSH", value_name = "POLICY")]
     pub flush: Option<FlushPolicy>,
 
+    /// Format of the log lines on stderr: text or json [default: text]
+    ///
+    /// `text` is for people (colours on a terminal); `json` writes one JSON object per
+    /// line (`timestamp`, `level`, `target`, `fields` with `message` and the event's
+    /// fields), for log shippers. Levels come from RUST_LOG in either case. Config file
+    /// key: `log_format`.
+    #[arg(long, env = "WHARF_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// OpenTelemetry collector to send spans to, over OTLP/gRPC, e.g. http://127.0.0.1:4317
+    ///
+    /// With it, a message that carries a W3C `traceparent` header (a Kafka record header
+    /// or an HTTP message header) gets broker spans in its producer's trace: publish,
+    /// persist, deliver, ack, nack, redelivery, dead-lettering. Sampling follows the
+    /// producer's sampled flag. Spans are batched and sent in the background; when the
+    /// collector is slow or away they are dropped, never held. Without it (the default)
+    /// nothing is traced and no header is looked at. Config file key: `otlp_endpoint`.
+    #[arg(long, env = "WHARF_OTLP_ENDPOINT", value_name = "URL", value_parser = parse_otlp_endpoint)]
+    pub otlp_endpoint: Option<String>,
+
     /// TOML file with any of the keys data_dir, kafka_addr, http_addr, flush, …
     ///
     /// Values in the file apply where neither the command line nor the environment set
@@ -147,6 +172,47 @@ pub struct ServeArgs {
     ///     flush = "interval:100"
     #[arg(long, env = "WHARF_CONFIG", value_name = "FILE", verbatim_doc_comment)]
     pub config: Option<PathBuf>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("expected text or json, got {s:?}")),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+/// An OTLP/gRPC endpoint: an `http://` or `https://` URL with a host.
+fn parse_otlp_endpoint(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| format!("expected an http:// or https:// URL, got {s:?}"))?;
+    if rest.is_empty() || rest.starts_with('/') || rest.starts_with(':') {
+        return Err(format!("expected a URL with a host, got {s:?}"));
+    }
+    Ok(s.to_string())
 }
 
 /// Where a setting's value came from; logged at startup to make precedence visible.
@@ -180,6 +246,9 @@ pub struct ServeConfig {
     pub kafka_advertised_addr: (Option<AdvertisedAddr>, Source),
     pub kafka_max_request_bytes: (u32, Source),
     pub auto_create_topics: (bool, Source),
+    pub log_format: (LogFormat, Source),
+    /// `None`: no tracing.
+    pub otlp_endpoint: (Option<String>, Source),
     pub config_file: Option<PathBuf>,
 }
 
@@ -232,6 +301,8 @@ struct FileConfig {
     kafka_advertised_addr: Option<String>,
     kafka_max_request_bytes: Option<u32>,
     auto_create_topics: Option<bool>,
+    log_format: Option<String>,
+    otlp_endpoint: Option<String>,
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -327,7 +398,25 @@ impl ServeConfig {
             (None, Some(b)) => (b, Source::ConfigFile),
             (None, None) => (DEFAULT_AUTO_CREATE_TOPICS, Source::Default),
         };
+        let log_format = match (args.log_format, &file.log_format) {
+            (Some(f), _) => (f, source_of(matches, "log_format")),
+            (None, Some(f)) => (parse_file_value(path, "log_format", f)?, Source::ConfigFile),
+            (None, None) => (LogFormat::default(), Source::Default),
+        };
+        let otlp_endpoint =
+            match (&args.otlp_endpoint, &file.otlp_endpoint) {
+                (Some(e), _) => (Some(e.clone()), source_of(matches, "otlp_endpoint")),
+                (None, Some(e)) => (
+                    Some(parse_otlp_endpoint(e).map_err(|m| {
+                        anyhow!("config file {}: otlp_endpoint: {m}", path.display())
+                    })?),
+                    Source::ConfigFile,
+                ),
+                (None, None) => (None, Source::Default),
+            };
         Ok(ServeConfig {
+            log_format,
+            otlp_endpoint,
             data_dir,
             kafka_addr,
             http_addr,
@@ -359,6 +448,8 @@ mod tests {
             kafka_advertised_addr: None,
             kafka_max_request_bytes: None,
             auto_create_topics: None,
+            log_format: None,
+            otlp_endpoint: None,
             config,
         }
     }
@@ -418,6 +509,8 @@ mod tests {
             ("data_dri = \"x\"", "data_dri"),
             ("data_dir = 5", "data_dir"),
             ("not toml at all [", "line 1"),
+            ("log_format = \"xml\"", "log_format"),
+            ("otlp_endpoint = \"collector:4317\"", "otlp_endpoint"),
         ] {
             let mut f = tempfile::NamedTempFile::new().unwrap();
             write!(f, "{body}").unwrap();

@@ -3,8 +3,8 @@
 
 mod config;
 mod http;
+mod telemetry;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +15,12 @@ use clap::{CommandFactory, FromArgMatches};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
 use wharf_core::queue::Queues;
 use wharf_core::{Broker, BrokerConfig};
 use wharf_kafka::{KafkaConfig, KafkaListener};
 
 use crate::config::{Cli, Command, ServeConfig};
+use crate::telemetry::Tracing;
 
 /// Survives the huge array reservations a hostile Kafka request can cause (see
 /// `wharf_kafka::LazyHugeAlloc`).
@@ -37,11 +37,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    init_tracing();
     let result = match &cli.command {
-        Command::Serve(args) => {
-            ServeConfig::resolve(args, matches.subcommand_matches("serve")).and_then(run_serve)
-        }
+        Command::Serve(args) => ServeConfig::resolve(args, matches.subcommand_matches("serve"))
+            .and_then(|config| {
+                telemetry::init_logging(config.log_format.0);
+                run_serve(config)
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -51,23 +52,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing() {
-    let filter = match EnvFilter::try_from_default_env() {
-        Ok(f) => f,
-        Err(e) => {
-            if std::env::var_os("RUST_LOG").is_some() {
-                eprintln!("wharf: ignoring RUST_LOG ({e}); logging at info");
-            }
-            EnvFilter::new("info")
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }
 
 fn run_serve(config: ServeConfig) -> anyhow::Result<()> {
@@ -95,6 +79,8 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let (advertised, advertised_from) = config.kafka_advertised_addr.clone();
     let (max_request, max_request_from) = config.kafka_max_request_bytes;
     let (auto_create, auto_create_from) = config.auto_create_topics;
+    let (log_format, log_format_from) = config.log_format;
+    let (otlp_endpoint, otlp_endpoint_from) = config.otlp_endpoint.clone();
     info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %data_dir.display(),
@@ -111,13 +97,21 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         kafka_max_request_bytes_from = %max_request_from,
         auto_create_topics = auto_create,
         auto_create_topics_from = %auto_create_from,
+        log_format = %log_format,
+        log_format_from = %log_format_from,
+        otlp_endpoint = otlp_endpoint.as_deref().unwrap_or("none"),
+        otlp_endpoint_from = %otlp_endpoint_from,
         config_file = ?config.config_file,
         "starting wharf"
     );
 
     let mut broker_config = BrokerConfig::new(data_dir.clone());
     broker_config.flush = flush;
+    let tracing = otlp_endpoint.as_deref().map(Tracing::start).transpose()?;
     let broker = Arc::new(Broker::open(broker_config).await?);
+    if let Some(t) = &tracing {
+        broker.set_tracer(Arc::clone(&t.tracer));
+    }
     let topics = broker.list_topics();
     let partitions: u32 = topics.iter().map(|t| t.partitions).sum();
     info!(
@@ -148,6 +142,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         .shutdown()
         .await
         .context("shutting down the broker (some data may not have been synced)");
+    if let Some(t) = tracing {
+        t.shutdown().await;
+    }
     match (served, closed) {
         (Ok(()), Ok(())) => {
             info!("wharf stopped");

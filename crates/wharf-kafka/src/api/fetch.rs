@@ -181,12 +181,19 @@ async fn read_partition(ctx: &Ctx, w: &Wanted, budget: usize) -> PartitionData {
     if offset >= offsets.high_watermark || budget == 0 {
         return resp;
     }
+    let started = ctx.broker.tracer().map(|_| std::time::SystemTime::now());
     match ctx.broker.read(topic, partition, offset, budget).await {
-        Ok(r) => resp
-            .with_high_watermark(r.high_watermark as i64)
-            .with_last_stable_offset(r.high_watermark as i64)
-            .with_log_start_offset(r.log_start_offset as i64)
-            .with_records(Some(Bytes::from(r.bytes))),
+        Ok(r) => {
+            let records = Bytes::from(r.bytes);
+            if let (Some(t), Some(started)) = (ctx.broker.tracer(), started) {
+                let client = ctx.client_id.as_deref().unwrap_or("");
+                t.fetched(topic, partition, offset, &records, client, started);
+            }
+            resp.with_high_watermark(r.high_watermark as i64)
+                .with_last_stable_offset(r.high_watermark as i64)
+                .with_log_start_offset(r.log_start_offset as i64)
+                .with_records(Some(records))
+        }
         Err(e) => resp.with_error_code(errors::code(&e)),
     }
 }

@@ -1,0 +1,454 @@
+//! Spans of traced messages: the broker's part of a producer's OpenTelemetry trace.
+//!
+//! A message is traced when it carries a W3C Trace Context `traceparent` header (a
+//! Kafka record header, or an HTTP message header, both stored as record headers), with
+//! `tracestate` taken along when present. The broker then adds spans to that trace:
+//!
+//! | span              | parent / links                              | from → to                    |
+//! |-------------------|---------------------------------------------|------------------------------|
+//! | `publish <topic>` | child of the message's `traceparent`        | request received → durable   |
+//! | `persist <topic>` | a root, linked to every traced message in it | batch written → durable      |
+//! | `deliver <topic>` | child of the message's `traceparent`        | the fetch or pull answering  |
+//! | `ack`, `nack`, `redeliver`, `lease expired`, `dead-letter`, `redrive` (queues) | child of it | the event |
+//!
+//! Every span carries `topic`, `partition` and `offset` (and `subscription` for queue
+//! spans), plus the OpenTelemetry messaging conventions' names for the same
+//! (`messaging.destination.name`, `messaging.destination.partition.id`,
+//! `messaging.kafka.offset`, `messaging.consumer.group.name`).
+//!
+//! Sampling follows the producer: the SDK the binary installs samples a child as its
+//! parent was sampled, so a `traceparent` with the sampled flag off gets no spans.
+//!
+//! Cost: without a [`MessageTracer`] (no `--otlp-endpoint`) nothing here runs, and the
+//! hot paths only test an `Option`. With one, each stored or fetched run of batches is
+//! scanned for the header name (`memchr::memmem`, gigabytes per second) and decoded
+//! only when the name is there (or the batch is compressed).
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::trace::{
+    Link, Span as _, SpanBuilder, SpanContext, SpanId, SpanKind, TraceContextExt as _, TraceFlags,
+    TraceId, TraceState, Tracer as _,
+};
+use opentelemetry::{Context, KeyValue};
+use wharf_log::batch::BatchHeader;
+
+use crate::records::{self, Message};
+
+/// The W3C Trace Context header names, as record headers.
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
+
+/// Traced messages in flight on queue subscriptions whose context is remembered between
+/// their delivery and their settlement. Past it, the oldest are forgotten (their later
+/// spans are then not emitted).
+const MAX_REMEMBERED: usize = 100_000;
+
+/// Parses a `traceparent` value (W3C Trace Context, level 1): `00-<trace id>-<parent
+/// id>-<flags>`, lowercase hex. A later version is read by its first four fields, as
+/// the spec asks; version `ff`, all-zero ids and anything malformed give `None`.
+pub fn parse_traceparent(value: &[u8], tracestate: Option<&[u8]>) -> Option<SpanContext> {
+    let s = std::str::from_utf8(value).ok()?.trim();
+    let b = s.as_bytes();
+    if b.len() < 55 {
+        return None;
+    }
+    let lower_hex = |part: &str| part.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let (version, trace_id, span_id, flags) = (&s[0..2], &s[3..35], &s[36..52], &s[53..55]);
+    if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    if ![version, trace_id, span_id, flags]
+        .into_iter()
+        .all(lower_hex)
+        || version == "ff"
+    {
+        return None;
+    }
+    match (version, b.len()) {
+        ("00", 55) => {}
+        ("00", _) => return None,
+        (_, 55) => {}
+        (_, _) if b[55] == b'-' => {}
+        _ => return None,
+    }
+    let trace_id = TraceId::from_hex(trace_id).ok()?;
+    let span_id = SpanId::from_hex(span_id).ok()?;
+    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+        return None;
+    }
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    let state = tracestate
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .and_then(|t| TraceState::from_str(t).ok())
+        .unwrap_or(TraceState::NONE);
+    Some(SpanContext::new(
+        trace_id,
+        span_id,
+        TraceFlags::new(flags & 0x01),
+        true,
+        state,
+    ))
+}
+
+/// The trace context a message carries, if any.
+pub fn message_context(m: &Message) -> Option<SpanContext> {
+    parse_traceparent(m.header(TRACEPARENT)?, m.header(TRACESTATE).map(|v| &v[..]))
+}
+
+/// Whether a run of whole batches may hold a traced record: an uncompressed batch only
+/// if the header name appears in its bytes; a compressed one always (its bytes say
+/// nothing until inflated).
+fn may_hold_traces(bytes: &[u8]) -> bool {
+    let finder = memchr::memmem::Finder::new(TRACEPARENT.as_bytes());
+    let mut pos = 0;
+    while let Some(h) = BatchHeader::parse(&bytes[pos..]) {
+        let Some(len) = h.total_len() else {
+            return false;
+        };
+        let end = (pos + len).min(bytes.len());
+        if h.compression() != 0 || finder.find(&bytes[pos..end]).is_some() {
+            return true;
+        }
+        pos = end;
+    }
+    false
+}
+
+/// What a queue event is, for [`MessageTracer::queue_event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueSpan<'a> {
+    Deliver {
+        consumer: &'a str,
+        delivery_count: u32,
+    },
+    Ack {
+        delivery_count: u32,
+    },
+    Nack {
+        delivery_count: u32,
+        reason: &'a str,
+    },
+    LeaseExpired {
+        delivery_count: u32,
+    },
+    DeadLetter {
+        reason: &'a str,
+        dead_letter_topic: &'a str,
+        dlq_partition: u32,
+        dlq_offset: u64,
+    },
+    Redrive,
+    Expired,
+}
+
+type Key = (String, String, u32, u64);
+
+/// Emits the broker's spans of traced messages through an OpenTelemetry tracer (the
+/// binary's SDK, exporting over OTLP). See the module docs.
+pub struct MessageTracer {
+    tracer: BoxedTracer,
+    /// Queue messages delivered and not yet settled: (topic, subscription, partition,
+    /// offset) → the producer's context, so that an ack or nack, which does not read
+    /// the record, still joins its trace.
+    remembered: Mutex<HashMap<Key, SpanContext>>,
+}
+
+impl std::fmt::Debug for MessageTracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageTracer").finish_non_exhaustive()
+    }
+}
+
+fn base_attributes(topic: &str, partition: u32, offset: u64) -> Vec<KeyValue> {
+    let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+    vec![
+        KeyValue::new("messaging.system", "wharf"),
+        KeyValue::new("messaging.destination.name", topic.to_string()),
+        KeyValue::new("messaging.destination.partition.id", partition.to_string()),
+        KeyValue::new("messaging.kafka.offset", offset),
+        KeyValue::new("topic", topic.to_string()),
+        KeyValue::new("partition", i64::from(partition)),
+        KeyValue::new("offset", offset),
+    ]
+}
+
+impl MessageTracer {
+    pub fn new(tracer: BoxedTracer) -> MessageTracer {
+        MessageTracer {
+            tracer,
+            remembered: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn child(
+        &self,
+        parent: &SpanContext,
+        name: String,
+        kind: SpanKind,
+        start: SystemTime,
+        end: SystemTime,
+        attributes: Vec<KeyValue>,
+    ) {
+        let cx = Context::new().with_remote_span_context(parent.clone());
+        let mut span = self.tracer.build_with_context(
+            SpanBuilder::from_name(name)
+                .with_kind(kind)
+                .with_start_time(start)
+                .with_attributes(attributes),
+            &cx,
+        );
+        span.end_with_timestamp(end);
+    }
+
+    /// Batches just stored at their offsets (`batches` as the log holds them, base
+    /// offsets stamped): a `publish` span per traced message, from `received` to
+    /// `durable`, and one `persist` span from `written` to `durable` linked to them.
+    pub fn stored(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: Bytes,
+        received: SystemTime,
+        written: SystemTime,
+        durable: SystemTime,
+    ) {
+        if !may_hold_traces(&batches) {
+            return;
+        }
+        let bytes = batches.len();
+        let Ok(decoded) = records::decode(batches, 0) else {
+            return;
+        };
+        let (first, last) = match (decoded.messages.first(), decoded.messages.last()) {
+            (Some(f), Some(l)) => (f.offset, l.offset),
+            _ => return,
+        };
+        let mut links = Vec::new();
+        for m in &decoded.messages {
+            let Some(parent) = message_context(m) else {
+                continue;
+            };
+            if !parent.is_sampled() {
+                continue;
+            }
+            self.child(
+                &parent,
+                format!("publish {topic}"),
+                SpanKind::Server,
+                received,
+                durable,
+                base_attributes(topic, partition, m.offset),
+            );
+            links.push(Link::with_context(parent));
+        }
+        if links.is_empty() {
+            return;
+        }
+        let mut attributes = base_attributes(topic, partition, first);
+        attributes.extend([
+            KeyValue::new("last_offset", i64::try_from(last).unwrap_or(i64::MAX)),
+            KeyValue::new(
+                "messages",
+                i64::try_from(decoded.messages.len()).unwrap_or(0),
+            ),
+            KeyValue::new("bytes", i64::try_from(bytes).unwrap_or(0)),
+        ]);
+        let mut span = self.tracer.build_with_context(
+            SpanBuilder::from_name(format!("persist {topic}"))
+                .with_kind(SpanKind::Internal)
+                .with_start_time(written)
+                .with_attributes(attributes)
+                .with_links(links),
+            &Context::new(),
+        );
+        span.end_with_timestamp(durable);
+    }
+
+    /// Batches a Kafka fetch from `from` is answering `client_id` with: a `deliver`
+    /// span per traced message at or after `from` in them.
+    pub fn fetched(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        batches: &Bytes,
+        client_id: &str,
+        start: SystemTime,
+    ) {
+        if !may_hold_traces(batches) {
+            return;
+        }
+        let Ok(decoded) = records::decode(batches.clone(), from) else {
+            return;
+        };
+        let now = SystemTime::now();
+        for m in &decoded.messages {
+            let Some(parent) = message_context(m).filter(SpanContext::is_sampled) else {
+                continue;
+            };
+            let mut attributes = base_attributes(topic, partition, m.offset);
+            attributes.push(KeyValue::new("messaging.client.id", client_id.to_string()));
+            self.child(
+                &parent,
+                format!("deliver {topic}"),
+                SpanKind::Producer,
+                start,
+                now,
+                attributes,
+            );
+        }
+    }
+
+    /// An event of a queue subscription on one message. `message` is the record where
+    /// the caller has it (deliveries, dead letters); otherwise the context remembered
+    /// from its delivery is used.
+    pub fn queue_event(
+        &self,
+        topic: &str,
+        subscription: &str,
+        partition: u32,
+        offset: u64,
+        message: Option<&Message>,
+        event: QueueSpan<'_>,
+    ) {
+        let key = || {
+            (
+                topic.to_string(),
+                subscription.to_string(),
+                partition,
+                offset,
+            )
+        };
+        let parent = match message.and_then(message_context) {
+            Some(cx) => Some(cx),
+            None => self
+                .remembered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key())
+                .cloned(),
+        };
+        let Some(parent) = parent.filter(SpanContext::is_sampled) else {
+            return;
+        };
+        let mut attributes = base_attributes(topic, partition, offset);
+        attributes.push(KeyValue::new("subscription", subscription.to_string()));
+        attributes.push(KeyValue::new(
+            "messaging.consumer.group.name",
+            subscription.to_string(),
+        ));
+        let (name, kind, settled) = match event {
+            QueueSpan::Deliver {
+                consumer,
+                delivery_count,
+            } => {
+                attributes.push(KeyValue::new("consumer", consumer.to_string()));
+                attributes.push(KeyValue::new("delivery_count", i64::from(delivery_count)));
+                let name = if delivery_count > 1 {
+                    "redeliver"
+                } else {
+                    "deliver"
+                };
+                (format!("{name} {topic}"), SpanKind::Producer, false)
+            }
+            QueueSpan::Ack { delivery_count } => {
+                attributes.push(KeyValue::new("delivery_count", i64::from(delivery_count)));
+                (format!("ack {topic}"), SpanKind::Server, true)
+            }
+            QueueSpan::Nack {
+                delivery_count,
+                reason,
+            } => {
+                attributes.push(KeyValue::new("delivery_count", i64::from(delivery_count)));
+                attributes.push(KeyValue::new("reason", reason.to_string()));
+                (format!("nack {topic}"), SpanKind::Server, false)
+            }
+            QueueSpan::LeaseExpired { delivery_count } => {
+                attributes.push(KeyValue::new("delivery_count", i64::from(delivery_count)));
+                (format!("lease expired {topic}"), SpanKind::Internal, false)
+            }
+            QueueSpan::DeadLetter {
+                reason,
+                dead_letter_topic,
+                dlq_partition,
+                dlq_offset,
+            } => {
+                attributes.extend([
+                    KeyValue::new("reason", reason.to_string()),
+                    KeyValue::new("dead_letter_topic", dead_letter_topic.to_string()),
+                    KeyValue::new("dead_letter_partition", i64::from(dlq_partition)),
+                    KeyValue::new(
+                        "dead_letter_offset",
+                        i64::try_from(dlq_offset).unwrap_or(i64::MAX),
+                    ),
+                ]);
+                (format!("dead-letter {topic}"), SpanKind::Producer, true)
+            }
+            QueueSpan::Redrive => (format!("redrive {topic}"), SpanKind::Internal, false),
+            QueueSpan::Expired => (format!("expired {topic}"), SpanKind::Internal, true),
+        };
+        let now = SystemTime::now();
+        self.child(&parent, name, kind, now, now, attributes);
+        let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        if settled {
+            remembered.remove(&key());
+        } else if message.is_some() {
+            if remembered.len() >= MAX_REMEMBERED {
+                // Rare (that many traced messages in flight): forget an arbitrary half
+                // rather than grow without bound.
+                let drop: Vec<Key> = remembered
+                    .keys()
+                    .take(MAX_REMEMBERED / 2)
+                    .cloned()
+                    .collect();
+                for k in drop {
+                    remembered.remove(&k);
+                }
+            }
+            remembered.insert(key(), parent);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_parses_per_the_w3c_rules() {
+        let ok = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let cx = parse_traceparent(ok, Some(b"congo=t61rcWkgMzE")).unwrap();
+        assert_eq!(
+            cx.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(cx.span_id().to_string(), "00f067aa0ba902b7");
+        assert!(cx.is_sampled());
+        assert!(cx.is_remote());
+        assert_eq!(cx.trace_state().get("congo"), Some("t61rcWkgMzE"));
+        let unsampled = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        assert!(!parse_traceparent(unsampled, None).unwrap().is_sampled());
+        // A later version may append fields after a dash.
+        let future = b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra";
+        assert!(parse_traceparent(future, None).is_some());
+        for bad in [
+            &b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"[..],
+            b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            b"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            b"",
+            b"\xff\xfe",
+        ] {
+            assert!(parse_traceparent(bad, None).is_none(), "{bad:?}");
+        }
+    }
+}
