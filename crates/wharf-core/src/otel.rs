@@ -9,7 +9,7 @@
 //! | `publish <topic>` | child of the message's `traceparent`        | request received → durable   |
 //! | `persist <topic>` | a root, linked to every traced message in it | batch written → durable      |
 //! | `deliver <topic>` | child of the message's `traceparent`        | the fetch or pull answering  |
-//! | `ack`, `nack`, `redeliver`, `lease expired`, `dead-letter`, `redrive` (queues) | child of it | the event |
+//! | `deliver`, `redeliver`, `ack`, `nack`, `lease expired`, `expired`, `dead-letter`, `redrive` (queues, `<name> <topic>`) | child of it | the event |
 //!
 //! Every span carries `topic`, `partition` and `offset` (and `subscription` for queue
 //! spans), plus the OpenTelemetry messaging conventions' names for the same
@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use opentelemetry::global::BoxedTracer;
@@ -38,6 +38,7 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, KeyValue};
 use wharf_log::batch::BatchHeader;
 
+use crate::observe::{QueueEvent, QueueEventKind, QueueObserver};
 use crate::records::{self, Message};
 
 /// The W3C Trace Context header names, as record headers.
@@ -118,33 +119,6 @@ fn may_hold_traces(bytes: &[u8]) -> bool {
         pos = end;
     }
     false
-}
-
-/// What a queue event is, for [`MessageTracer::queue_event`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueSpan<'a> {
-    Deliver {
-        consumer: &'a str,
-        delivery_count: u32,
-    },
-    Ack {
-        delivery_count: u32,
-    },
-    Nack {
-        delivery_count: u32,
-        reason: &'a str,
-    },
-    LeaseExpired {
-        delivery_count: u32,
-    },
-    DeadLetter {
-        reason: &'a str,
-        dead_letter_topic: &'a str,
-        dlq_partition: u32,
-        dlq_offset: u64,
-    },
-    Redrive,
-    Expired,
 }
 
 type Key = (String, String, u32, u64);
@@ -304,19 +278,15 @@ impl MessageTracer {
             );
         }
     }
+}
 
-    /// An event of a queue subscription on one message. `message` is the record where
-    /// the caller has it (deliveries, dead letters); otherwise the context remembered
-    /// from its delivery is used.
-    pub fn queue_event(
-        &self,
-        topic: &str,
-        subscription: &str,
-        partition: u32,
-        offset: u64,
-        message: Option<&Message>,
-        event: QueueSpan<'_>,
-    ) {
+impl QueueObserver for MessageTracer {
+    /// A span per queue event of a traced message. The record comes with deliveries
+    /// and dead letters; for the other events the context remembered from the
+    /// message's delivery is used.
+    fn on_event(&self, e: &QueueEvent<'_>) {
+        let (topic, subscription, partition, offset) =
+            (e.topic, e.subscription, e.partition, e.offset);
         let key = || {
             (
                 topic.to_string(),
@@ -325,12 +295,12 @@ impl MessageTracer {
                 offset,
             )
         };
-        let parent = match message.and_then(message_context) {
+        let parent = match e.message.and_then(message_context) {
             Some(cx) => Some(cx),
             None => self
                 .remembered
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(|p| p.into_inner())
                 .get(&key())
                 .cloned(),
         };
@@ -343,43 +313,50 @@ impl MessageTracer {
             "messaging.consumer.group.name",
             subscription.to_string(),
         ));
-        let (name, kind, settled) = match event {
-            QueueSpan::Deliver {
+        let count = |n: u32| KeyValue::new("delivery_count", i64::from(n));
+        // (span name, kind, whether the message is settled in this subscription)
+        let (name, kind, settled) = match e.kind {
+            QueueEventKind::Delivered {
                 consumer,
                 delivery_count,
+                ..
             } => {
                 attributes.push(KeyValue::new("consumer", consumer.to_string()));
-                attributes.push(KeyValue::new("delivery_count", i64::from(delivery_count)));
+                attributes.push(count(delivery_count));
                 let name = if delivery_count > 1 {
                     "redeliver"
                 } else {
                     "deliver"
                 };
-                (format!("{name} {topic}"), SpanKind::Producer, false)
+                (name, SpanKind::Producer, false)
             }
-            QueueSpan::Ack { delivery_count } => {
-                attributes.push(KeyValue::new("delivery_count", i64::from(delivery_count)));
-                (format!("ack {topic}"), SpanKind::Server, true)
+            QueueEventKind::Acked { delivery_count } => {
+                attributes.push(count(delivery_count));
+                ("ack", SpanKind::Server, true)
             }
-            QueueSpan::Nack {
+            QueueEventKind::Nacked {
                 delivery_count,
                 reason,
+                ..
             } => {
-                attributes.push(KeyValue::new("delivery_count", i64::from(delivery_count)));
+                attributes.push(count(delivery_count));
                 attributes.push(KeyValue::new("reason", reason.to_string()));
-                (format!("nack {topic}"), SpanKind::Server, false)
+                ("nack", SpanKind::Server, false)
             }
-            QueueSpan::LeaseExpired { delivery_count } => {
-                attributes.push(KeyValue::new("delivery_count", i64::from(delivery_count)));
-                (format!("lease expired {topic}"), SpanKind::Internal, false)
+            QueueEventKind::LeaseExpired { delivery_count } => {
+                attributes.push(count(delivery_count));
+                ("lease expired", SpanKind::Internal, false)
             }
-            QueueSpan::DeadLetter {
+            QueueEventKind::Expired => ("expired", SpanKind::Internal, false),
+            QueueEventKind::DeadLettered {
                 reason,
+                delivery_count,
                 dead_letter_topic,
                 dlq_partition,
                 dlq_offset,
             } => {
                 attributes.extend([
+                    count(delivery_count),
                     KeyValue::new("reason", reason.to_string()),
                     KeyValue::new("dead_letter_topic", dead_letter_topic.to_string()),
                     KeyValue::new("dead_letter_partition", i64::from(dlq_partition)),
@@ -388,17 +365,38 @@ impl MessageTracer {
                         i64::try_from(dlq_offset).unwrap_or(i64::MAX),
                     ),
                 ]);
-                (format!("dead-letter {topic}"), SpanKind::Producer, true)
+                // Remembered still: a redrive may bring it back into the same trace.
+                ("dead-letter", SpanKind::Producer, false)
             }
-            QueueSpan::Redrive => (format!("redrive {topic}"), SpanKind::Internal, false),
-            QueueSpan::Expired => (format!("expired {topic}"), SpanKind::Internal, true),
+            QueueEventKind::Redriven {
+                from_topic,
+                from_partition,
+                from_offset,
+            } => {
+                attributes.extend([
+                    KeyValue::new("dead_letter_topic", from_topic.to_string()),
+                    KeyValue::new("dead_letter_partition", i64::from(from_partition)),
+                    KeyValue::new(
+                        "dead_letter_offset",
+                        i64::try_from(from_offset).unwrap_or(i64::MAX),
+                    ),
+                ]);
+                ("redrive", SpanKind::Internal, false)
+            }
         };
-        let now = SystemTime::now();
-        self.child(&parent, name, kind, now, now, attributes);
-        let mut remembered = self.remembered.lock().unwrap_or_else(|e| e.into_inner());
+        let at = UNIX_EPOCH + Duration::from_millis(u64::try_from(e.time_ms).unwrap_or(0));
+        self.child(
+            &parent,
+            format!("{name} {topic}"),
+            kind,
+            at,
+            at.max(SystemTime::now()),
+            attributes,
+        );
+        let mut remembered = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
         if settled {
             remembered.remove(&key());
-        } else if message.is_some() {
+        } else if e.message.is_some() || matches!(e.kind, QueueEventKind::Redriven { .. }) {
             if remembered.len() >= MAX_REMEMBERED {
                 // Rare (that many traced messages in flight): forget an arbitrary half
                 // rather than grow without bound.

@@ -15,6 +15,7 @@ use clap::{CommandFactory, FromArgMatches};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
+use wharf_core::observe::QueueObserver;
 use wharf_core::queue::Queues;
 use wharf_core::{Broker, BrokerConfig};
 use wharf_kafka::{KafkaConfig, KafkaListener};
@@ -128,6 +129,9 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         ..KafkaConfig::default()
     };
     let queues = Queues::open(Arc::clone(&broker)).await?;
+    if let Some(t) = &tracing {
+        queues.add_observer(Arc::clone(&t.tracer) as Arc<dyn QueueObserver>);
+    }
     let served = serve_listeners(
         Arc::clone(&broker),
         queues.clone(),

@@ -19,13 +19,20 @@
 //! and only then counts as done. A crash in between delivers the dead letter twice,
 //! never loses it.
 //!
+//! Observers ([`crate::observe`]): what happens to single messages is reported to the
+//! registered [`QueueObserver`]s after the subscription's lock is let go. The state
+//! lists what it decided ([`SubState::events`], only while somebody observes); the
+//! manager adds what only it knows (deliveries with their records, dead letters with
+//! their place in the dead-letter topic, redrives with the dead letter they came from).
+//! With no observer registered nothing is listed or built.
+//!
 //! Lock order: the subscription map, then one subscription's state; neither is held
-//! across an `.await`.
+//! across an `.await`. The observer list is read-locked only to call the observers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{oneshot, Notify};
@@ -38,11 +45,12 @@ use super::durable::{self, DurableSubscriptions, Op};
 use super::settings::{
     validate_subscription_name, BacklogPolicy, StartPosition, SubscriptionSettings,
 };
-use super::state::{AckId, DeadLetter, Delivery, Outcome, ReadRecord, SubState};
+use super::state::{AckId, DeadLetter, Delivery, Happened, Outcome, ReadRecord, SubState};
 use crate::broker::{Broker, ProduceGate};
 use crate::error::{CoreError, Result};
 use crate::headers;
 use crate::journal::JournalError;
+use crate::observe::{QueueEvent, QueueEventKind, QueueObserver};
 use crate::records::{self, Message};
 use crate::topic::{NewTopic, TopicDescription, TopicName};
 
@@ -200,6 +208,9 @@ struct Inner {
     /// at the backlog again.
     drained: Notify,
     stop: Notify,
+    /// Set once the first observer is registered; read without a lock on every path.
+    observed: AtomicBool,
+    observers: RwLock<Vec<Arc<dyn QueueObserver>>>,
 }
 
 /// Every queue subscription. Cheap to clone.
@@ -259,6 +270,8 @@ impl Queues {
                 next_id: Mutex::new(recovered_state.next_id),
                 drained: Notify::new(),
                 stop: Notify::new(),
+                observed: AtomicBool::new(false),
+                observers: RwLock::new(Vec::new()),
             }),
         };
         let weak = Arc::downgrade(&queues.inner);
@@ -275,6 +288,95 @@ impl Queues {
         self.inner.stop.notify_waiters();
         let inner = Arc::clone(&self.inner);
         let _ = tokio::task::spawn_blocking(move || inner.journal.close()).await;
+    }
+
+    /// Registers an observer of queue events ([`crate::observe`]); it sees what happens
+    /// from now on, in every subscription.
+    pub fn add_observer(&self, observer: Arc<dyn QueueObserver>) {
+        self.inner
+            .observers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(observer);
+        let subs = lock(&self.inner.subs);
+        self.inner.observed.store(true, Ordering::Release);
+        for sub in subs.values() {
+            lock(&sub.state).observe = true;
+        }
+    }
+
+    fn observed(&self) -> bool {
+        self.inner.observed.load(Ordering::Acquire)
+    }
+
+    /// Calls every observer with `e`. Never called with a subscription's lock held.
+    fn emit(&self, e: &QueueEvent<'_>) {
+        let observers = self
+            .inner
+            .observers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        for o in observers.iter() {
+            o.on_event(e);
+        }
+    }
+
+    /// Reports what the state listed ([`SubState::events`]), at `now`; `reason` is the
+    /// nack's. Redrives are reported by [`Queues::redrive`], which knows their origin.
+    fn report(&self, sub: &Sub, events: &[Happened], now: i64, reason: &str) {
+        for h in events {
+            let (partition, offset, kind) = match *h {
+                Happened::Acked {
+                    partition,
+                    offset,
+                    deliveries,
+                } => (
+                    partition,
+                    offset,
+                    QueueEventKind::Acked {
+                        delivery_count: deliveries,
+                    },
+                ),
+                Happened::Nacked {
+                    partition,
+                    offset,
+                    deliveries,
+                    retry_at_ms,
+                } => (
+                    partition,
+                    offset,
+                    QueueEventKind::Nacked {
+                        delivery_count: deliveries,
+                        reason,
+                        redeliver_at_ms: retry_at_ms,
+                    },
+                ),
+                Happened::LeaseExpired {
+                    partition,
+                    offset,
+                    deliveries,
+                } => (
+                    partition,
+                    offset,
+                    QueueEventKind::LeaseExpired {
+                        delivery_count: deliveries,
+                    },
+                ),
+                Happened::Expired { partition, offset } => {
+                    (partition, offset, QueueEventKind::Expired)
+                }
+                Happened::Reopened { .. } => continue,
+            };
+            self.emit(&QueueEvent {
+                topic: &sub.topic,
+                subscription: &sub.name,
+                partition,
+                offset,
+                time_ms: now,
+                kind,
+                message: None,
+            });
+        }
     }
 
     fn get(&self, topic: &str, name: &str) -> Result<Arc<Sub>> {
@@ -433,6 +535,7 @@ impl Queues {
                 });
                 let mut state = SubState::new(id, settings.clone(), durable_parts);
                 state.ensure_partitions(desc.partitions as usize);
+                state.observe = self.observed();
                 state.ops.push(Op::Create {
                     id,
                     topic: topic.to_string(),
@@ -607,7 +710,7 @@ impl Queues {
                 .select_and_fill(&sub, consumer, max, &mut cache)
                 .await?;
             if !got.is_empty() {
-                return self.materialize(&sub, got, cache).await;
+                return self.materialize(&sub, consumer, got, cache).await;
             }
             let now = Instant::now();
             if now >= deadline {
@@ -645,14 +748,16 @@ impl Queues {
     ) -> Result<Vec<Delivery>> {
         let broker = &self.inner.broker;
         let partitions = broker.describe_topic(&sub.topic)?.partitions;
-        let mut got = {
+        let now = now_ms();
+        let (mut got, events) = {
             let mut st = lock(&sub.state);
             st.ensure_partitions(partitions as usize);
-            st.expire(now_ms());
-            let got = st.select(now_ms(), consumer, max);
+            st.expire(now);
+            let got = st.select(now, consumer, max);
             self.flush(sub, &mut st, false)?;
-            got
+            (got, std::mem::take(&mut st.events))
         };
+        self.report(sub, &events, now, "");
         if got.len() >= max {
             return Ok(got);
         }
@@ -717,16 +822,21 @@ impl Queues {
                     },
                 })
                 .collect();
-            let mut st = lock(&sub.state);
-            st.add_read(p, from, decoded.end_offset, &recs);
+            let now = now_ms();
+            let events = {
+                let mut st = lock(&sub.state);
+                st.add_read(p, from, decoded.end_offset, &recs);
+                if got.len() < max {
+                    let more = st.select(now, consumer, max - got.len());
+                    got.extend(more);
+                }
+                self.flush(sub, &mut st, false)?;
+                std::mem::take(&mut st.events)
+            };
+            self.report(sub, &events, now, "");
             for m in decoded.messages {
                 cache.insert((p, m.offset), m);
             }
-            if got.len() < max {
-                let more = st.select(now_ms(), consumer, max - got.len());
-                got.extend(more);
-            }
-            self.flush(sub, &mut st, false)?;
         }
         Ok(got)
     }
@@ -737,6 +847,7 @@ impl Queues {
     async fn materialize(
         &self,
         sub: &Arc<Sub>,
+        consumer: &str,
         got: Vec<Delivery>,
         mut cache: HashMap<(u32, u64), Message>,
     ) -> Result<Vec<Pulled>> {
@@ -750,6 +861,8 @@ impl Queues {
         self.read_messages(&sub.topic, missing, &mut cache).await;
         let mut out = Vec::with_capacity(got.len());
         let topic_id = sub.topic_id.simple().to_string();
+        let observed = self.observed();
+        let now = now_ms();
         for d in got {
             let (p, o) = (d.ack_id.partition, d.ack_id.offset);
             let Some(message) = cache.remove(&(p, o)) else {
@@ -759,6 +872,22 @@ impl Queues {
                 self.flush(sub, &mut st, false)?;
                 continue;
             };
+            if observed {
+                self.emit(&QueueEvent {
+                    topic: &sub.topic,
+                    subscription: &sub.name,
+                    partition: p,
+                    offset: o,
+                    time_ms: now,
+                    kind: QueueEventKind::Delivered {
+                        consumer,
+                        delivery_count: d.ack_id.delivery,
+                        ack_id: d.ack_id,
+                        deadline_ms: d.deadline_ms,
+                    },
+                    message: Some(&message),
+                });
+            }
             out.push(Pulled {
                 message_id: format!("{topic_id}-{p}-{o}"),
                 delivery_count: d.ack_id.delivery,
@@ -820,11 +949,13 @@ impl Queues {
     /// Acks messages (durable before this returns).
     pub async fn ack(&self, topic: &str, name: &str, ids: &[AckId]) -> Result<Vec<Outcome>> {
         let sub = self.get(topic, name)?;
-        let (out, rx) = {
+        let (out, rx, events) = {
             let mut st = lock(&sub.state);
             let out = st.ack(ids);
-            (out, self.flush(&sub, &mut st, true)?)
+            let rx = self.flush(&sub, &mut st, true)?;
+            (out, rx, std::mem::take(&mut st.events))
         };
+        self.report(&sub, &events, now_ms(), "");
         Self::durable(rx).await?;
         self.settle(&sub);
         Ok(out)
@@ -840,11 +971,14 @@ impl Queues {
         delay_ms: Option<u64>,
     ) -> Result<Vec<Outcome>> {
         let sub = self.get(topic, name)?;
-        let (out, rx) = {
+        let now = now_ms();
+        let (out, rx, events) = {
             let mut st = lock(&sub.state);
-            let out = st.nack(now_ms(), ids, reason, delay_ms);
-            (out, self.flush(&sub, &mut st, true)?)
+            let out = st.nack(now, ids, reason, delay_ms);
+            let rx = self.flush(&sub, &mut st, true)?;
+            (out, rx, std::mem::take(&mut st.events))
         };
+        self.report(&sub, &events, now, reason);
         Self::durable(rx).await?;
         self.settle(&sub);
         Ok(out)
@@ -926,6 +1060,8 @@ impl Queues {
         };
         let _reader = sub.reading.lock().await;
         let mut found: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        // Source (partition, offset) -> the dead letter's (partition, offset).
+        let mut origin: HashMap<(u32, u64), (u32, u64)> = HashMap::new();
         let mut cursors = Vec::new();
         for dp in 0..parts {
             let o = broker.offsets(&dlq, dp)?;
@@ -950,6 +1086,7 @@ impl Queues {
                     {
                         if let (Ok(p), Ok(off)) = (u32::try_from(p), u64::try_from(off)) {
                             found.entry(p).or_default().push(off);
+                            origin.insert((p, off), (dp, m.offset));
                         }
                     }
                 }
@@ -960,7 +1097,7 @@ impl Queues {
             }
             cursors.push((dp, pos));
         }
-        let (n, rx) = {
+        let (n, rx, events) = {
             let mut st = lock(&sub.state);
             let mut n = 0;
             for (p, offsets) in &found {
@@ -974,8 +1111,31 @@ impl Queues {
                     offset: *pos,
                 });
             }
-            (n, self.flush(&sub, &mut st, true)?)
+            let rx = self.flush(&sub, &mut st, true)?;
+            (n, rx, std::mem::take(&mut st.events))
         };
+        let now = now_ms();
+        for h in &events {
+            let Happened::Reopened { partition, offset } = *h else {
+                continue;
+            };
+            let Some(&(from_partition, from_offset)) = origin.get(&(partition, offset)) else {
+                continue;
+            };
+            self.emit(&QueueEvent {
+                topic: &sub.topic,
+                subscription: &sub.name,
+                partition,
+                offset,
+                time_ms: now,
+                kind: QueueEventKind::Redriven {
+                    from_topic: &dlq,
+                    from_partition,
+                    from_offset,
+                },
+                message: None,
+            });
+        }
         Self::durable(rx).await?;
         lock(&sub.redrive).extend(cursors);
         self.settle(&sub);
@@ -992,10 +1152,19 @@ impl Queues {
     async fn dead_letter(&self, sub: Arc<Sub>, dlq: String, dead: Vec<DeadLetter>) {
         let result = self.append_dead_letters(&sub, &dlq, &dead).await;
         let mut st = lock(&sub.state);
+        let mut appended = None;
         match result {
-            Ok(()) => {
+            Ok((base, messages)) => {
+                let observed = st.observe;
+                let mut done = Vec::new();
                 for d in &dead {
-                    st.dead_lettered(d.partition, d.offset);
+                    let removed = st.dead_lettered(d.partition, d.offset);
+                    if observed {
+                        done.push(removed);
+                    }
+                }
+                if observed {
+                    appended = Some((base, messages, done));
                 }
             }
             Err(e) => {
@@ -1008,15 +1177,40 @@ impl Queues {
         }
         let _ = self.flush(&sub, &mut st, false);
         drop(st);
+        if let Some((base, messages, done)) = appended {
+            let now = now_ms();
+            for (i, ((d, m), removed)) in dead.iter().zip(&messages).zip(done).enumerate() {
+                if !removed {
+                    continue;
+                }
+                self.emit(&QueueEvent {
+                    topic: &sub.topic,
+                    subscription: &sub.name,
+                    partition: d.partition,
+                    offset: d.offset,
+                    time_ms: now,
+                    kind: QueueEventKind::DeadLettered {
+                        reason: &d.meta.reason,
+                        delivery_count: d.meta.deliveries,
+                        dead_letter_topic: &dlq,
+                        dlq_partition: 0,
+                        dlq_offset: base + i as u64,
+                    },
+                    message: Some(m),
+                });
+            }
+        }
         self.settle(&sub);
     }
 
+    /// Appends the dead letters, in order, to partition 0 of `dlq`. Returns the offset
+    /// of the first and the original records (in the order of `dead`).
     async fn append_dead_letters(
         &self,
         sub: &Arc<Sub>,
         dlq: &str,
         dead: &[DeadLetter],
-    ) -> Result<()> {
+    ) -> Result<(u64, Vec<Message>)> {
         let broker = &self.inner.broker;
         if let Err(CoreError::UnknownTopic { .. }) = broker.describe_topic(dlq) {
             match broker.create_topic(NewTopic::new(dlq, 1)).await {
@@ -1077,8 +1271,11 @@ impl Queues {
             });
         }
         let batch = b.build();
-        broker.append(dlq, 0, batch).await?;
-        Ok(())
+        let info = broker.append(dlq, 0, batch).await?;
+        Ok((
+            info.base_offset,
+            messages.into_iter().map(|(_, m)| m).collect(),
+        ))
     }
 
     // ---- back-pressure ---------------------------------------------------------------
@@ -1220,7 +1417,9 @@ async fn tick(inner: Weak<Inner>) {
                 let mut st = lock(&sub.state);
                 if st.expire(now) > 0 {
                     let _ = queues.flush(&sub, &mut st, false);
+                    let events = std::mem::take(&mut st.events);
                     drop(st);
+                    queues.report(&sub, &events, now, "");
                     sub.changed.notify_waiters();
                 }
             }

@@ -13,6 +13,11 @@
 //! lowest redriven offset), the window refills as consumers pull, and every lease is
 //! gone, so each message not acked is delivered again, with its delivery count kept.
 //!
+//! For observers (`wharf_core::observe`), a state with [`SubState::observe`] set also
+//! lists what happened to single messages (acked, nacked, lease expired, TTL expired,
+//! reopened) in [`SubState::events`], for the caller to report once it has let go of
+//! the lock; with it unset nothing is recorded.
+//!
 //! Invariants (checked by the tests):
 //! - an offset is in at most one of: done, window, not yet read;
 //! - a leased entry is in `leases` (by deadline) and counted in `in_flight` once;
@@ -93,6 +98,39 @@ pub struct ReadRecord {
 pub struct Delivery {
     pub ack_id: AckId,
     pub published_ms: i64,
+    /// When the lease ends unless acked, nacked or extended.
+    pub deadline_ms: i64,
+}
+
+/// Something that happened to one message, listed in [`SubState::events`] when
+/// [`SubState::observe`] is set. Deliveries are not listed: [`SubState::select`]
+/// returns them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Happened {
+    Acked {
+        partition: u32,
+        offset: u64,
+        deliveries: u32,
+    },
+    /// Given back by its consumer: delivered again at `retry_at_ms`, or, when `None`,
+    /// that was its last delivery and it goes to the dead-letter topic.
+    Nacked {
+        partition: u32,
+        offset: u64,
+        deliveries: u32,
+        retry_at_ms: Option<i64>,
+    },
+    /// Its ack deadline passed ([`REASON_DEADLINE`]); if that was its last delivery it
+    /// goes to the dead-letter topic.
+    LeaseExpired {
+        partition: u32,
+        offset: u64,
+        deliveries: u32,
+    },
+    /// Its time to live ran out: it goes to the dead-letter topic.
+    Expired { partition: u32, offset: u64 },
+    /// Done before, pending again (a redrive).
+    Reopened { partition: u32, offset: u64 },
 }
 
 /// A message the caller must append to the dead-letter topic, then report with
@@ -187,6 +225,10 @@ pub struct SubState {
     /// Messages to append to the dead-letter topic.
     pub dead: Vec<DeadLetter>,
     pub counters: Counters,
+    /// Whether to list what happens in `events` (somebody observes the queues).
+    pub observe: bool,
+    /// What happened to single messages, in order, for the caller to report.
+    pub events: Vec<Happened>,
 }
 
 impl SubState {
@@ -208,6 +250,8 @@ impl SubState {
             ops: Vec::new(),
             dead: Vec::new(),
             counters: Counters::default(),
+            observe: false,
+            events: Vec::new(),
         };
         for (p, d) in durable {
             s.ensure_partitions(p as usize + 1);
@@ -397,6 +441,12 @@ impl SubState {
             }
             let p = p as u32;
             for (o, reason) in to_dead {
+                if reason.is_some() {
+                    self.happened(Happened::Expired {
+                        partition: p,
+                        offset: o,
+                    });
+                }
                 self.send_to_dead(p, o, now, reason);
             }
             out.extend(
@@ -427,6 +477,7 @@ impl SubState {
                 delivery: e.meta.deliveries,
             },
             published_ms: e.published_ms,
+            deadline_ms: deadline,
         };
         let meta = e.meta.clone();
         self.parts[p as usize].durable.meta.insert(o, meta.clone());
@@ -455,6 +506,12 @@ impl SubState {
                     self.in_flight.remove(&l.consumer);
                 }
             }
+        }
+    }
+
+    fn happened(&mut self, h: Happened) {
+        if self.observe {
+            self.events.push(h);
         }
     }
 
@@ -511,7 +568,13 @@ impl SubState {
                 };
                 match part.window.get(&o) {
                     Some(e) if !e.dead_lettering => {
+                        let deliveries = e.meta.deliveries;
                         self.remove(p, o);
+                        self.happened(Happened::Acked {
+                            partition: p,
+                            offset: o,
+                            deliveries,
+                        });
                         self.parts[p as usize].durable.mark_done(o, o + 1);
                         done.entry(p).or_default().push((o, o + 1));
                         self.counters.acked += 1;
@@ -585,6 +648,13 @@ impl SubState {
                 return;
             };
             if self.at_max(&e.meta) {
+                let deliveries = e.meta.deliveries;
+                self.happened(Happened::Nacked {
+                    partition: p,
+                    offset: o,
+                    deliveries,
+                    retry_at_ms: None,
+                });
                 self.send_to_dead(p, o, now, Some(reason));
                 return;
             }
@@ -605,6 +675,12 @@ impl SubState {
         e.available_ms = now.saturating_add(wait);
         e.meta.retry_at_ms = e.available_ms;
         let meta = e.meta.clone();
+        self.happened(Happened::Nacked {
+            partition: p,
+            offset: o,
+            deliveries: meta.deliveries,
+            retry_at_ms: Some(meta.retry_at_ms),
+        });
         self.parts[p as usize].durable.meta.insert(o, meta.clone());
         self.ops.push(Op::Meta {
             id,
@@ -648,14 +724,22 @@ impl SubState {
             .collect();
         for &(_, p, o) in &due {
             self.unlease(p, o);
-            let at_max = match self.parts[p as usize].window.get_mut(&o) {
+            let (at_max, deliveries) = match self.parts[p as usize].window.get_mut(&o) {
                 Some(e) => {
                     Self::record_failure(e, now, REASON_DEADLINE);
-                    self.settings.max_deliveries > 0
-                        && e.meta.deliveries >= self.settings.max_deliveries
+                    (
+                        self.settings.max_deliveries > 0
+                            && e.meta.deliveries >= self.settings.max_deliveries,
+                        e.meta.deliveries,
+                    )
                 }
                 None => continue,
             };
+            self.happened(Happened::LeaseExpired {
+                partition: p,
+                offset: o,
+                deliveries,
+            });
             if at_max {
                 self.send_to_dead(p, o, now, None);
             } else if let Some(e) = self.parts[p as usize].window.get_mut(&o) {
@@ -673,8 +757,9 @@ impl SubState {
         due.len()
     }
 
-    /// A dead letter is durable in the dead-letter topic: the message is done.
-    pub fn dead_lettered(&mut self, p: u32, o: u64) {
+    /// A dead letter is durable in the dead-letter topic: the message is done. Returns
+    /// whether it was pending here (a seek may have moved past it meanwhile).
+    pub fn dead_lettered(&mut self, p: u32, o: u64) -> bool {
         if self.remove(p, o).is_some() {
             self.parts[p as usize].durable.mark_done(o, o + 1);
             self.ops.push(Op::Done {
@@ -683,6 +768,9 @@ impl SubState {
                 ranges: vec![(o, o + 1)],
             });
             self.counters.dead_lettered += 1;
+            true
+        } else {
+            false
         }
     }
 
@@ -702,7 +790,7 @@ impl SubState {
     /// A message at `o` whose record is gone from the log (retention) or unreadable:
     /// done, without delivery.
     pub fn drop_message(&mut self, p: u32, o: u64) {
-        self.dead_lettered(p, o);
+        let _ = self.dead_lettered(p, o);
     }
 
     /// Moves partition `p`'s floor to `offset`: everything below is done, everything at
@@ -741,6 +829,14 @@ impl SubState {
             }
         }
         let n = reopened.len();
+        if self.observe {
+            for &o in &reopened {
+                self.events.push(Happened::Reopened {
+                    partition: p,
+                    offset: o,
+                });
+            }
+        }
         if n > 0 {
             self.ops.push(Op::Reopen {
                 id: self.id,

@@ -3,6 +3,7 @@
 mod batch;
 mod broker;
 mod groups;
+mod observe;
 mod producer;
 mod publish;
 mod registry;

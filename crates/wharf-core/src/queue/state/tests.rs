@@ -248,3 +248,87 @@ fn ack_ids_round_trip_and_garbage_is_refused() {
         assert!(bad.parse::<AckId>().is_err(), "{bad}");
     }
 }
+
+#[test]
+fn an_observed_state_lists_what_happened_and_an_unobserved_one_nothing() {
+    let settings = SubscriptionSettings {
+        max_deliveries: 2,
+        ack_deadline_ms: 100,
+        ..Default::default()
+    };
+    let run = |observe: bool| {
+        let mut st = sub(settings.clone());
+        st.observe = observe;
+        let mut expiring = rec(2, None);
+        expiring.ttl_ms = Some(50);
+        st.add_read(0, 0, 3, &[rec(0, None), rec(1, None), expiring]);
+        // 0: nacked, then its lease runs out on the last delivery.
+        let d = st.select(0, "a", 1);
+        st.nack(0, &[d[0].ack_id], "no", Some(0));
+        let d = st.select(0, "a", 2);
+        assert_eq!(offsets(&d), vec![0, 1]);
+        assert_eq!(d[0].deadline_ms, 100);
+        st.ack(&[d[1].ack_id]);
+        st.expire(100);
+        // 2 is past its time to live when next looked at.
+        assert!(st.select(100, "a", 1).is_empty());
+        for dl in std::mem::take(&mut st.dead) {
+            assert!(st.dead_lettered(dl.partition, dl.offset));
+        }
+        assert_eq!(st.reopen(0, &[0]), 1);
+        std::mem::take(&mut st.events)
+    };
+    assert_eq!(run(false), vec![]);
+    assert_eq!(
+        run(true),
+        vec![
+            Happened::Nacked {
+                partition: 0,
+                offset: 0,
+                deliveries: 1,
+                retry_at_ms: Some(0)
+            },
+            Happened::Acked {
+                partition: 0,
+                offset: 1,
+                deliveries: 1
+            },
+            Happened::LeaseExpired {
+                partition: 0,
+                offset: 0,
+                deliveries: 2
+            },
+            Happened::Expired {
+                partition: 0,
+                offset: 2
+            },
+            Happened::Reopened {
+                partition: 0,
+                offset: 0
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_nack_of_the_last_delivery_is_listed_without_a_retry_time() {
+    let mut st = sub(SubscriptionSettings {
+        max_deliveries: 1,
+        ..Default::default()
+    });
+    st.observe = true;
+    st.add_read(0, 0, 1, &[rec(0, None)]);
+    let d = st.select(0, "a", 1);
+    st.nack(5, &[d[0].ack_id], "bad", None);
+    assert_eq!(
+        st.events,
+        vec![Happened::Nacked {
+            partition: 0,
+            offset: 0,
+            deliveries: 1,
+            retry_at_ms: None
+        }]
+    );
+    assert_eq!(st.dead.len(), 1);
+    assert_eq!(st.dead[0].meta.reason, "bad");
+}
