@@ -237,13 +237,13 @@ pub async fn run(
     match result {
         // A connection that never sent a request (a port probe) is not worth a line.
         Ok(()) if requests == 0 => debug!(%peer, "Kafka connection closed before any request"),
-        Ok(()) => info!(%peer, client_id, requests, open_ms, "Kafka connection closed"),
+        Ok(()) => info!(%peer, %client_id, requests, open_ms, "Kafka connection closed"),
         // A client going away (reset, broken pipe) is routine, not worth a warning.
         Err(ConnError::Write(e)) | Err(ConnError::Frame(FrameError::Io(e))) => {
-            info!(%peer, client_id, requests, open_ms, error = %e, "Kafka connection lost")
+            info!(%peer, %client_id, requests, open_ms, error = %e, "Kafka connection lost")
         }
         Err(e) => {
-            warn!(%peer, client_id, requests, open_ms, error = %e, "closing Kafka connection")
+            warn!(%peer, %client_id, requests, open_ms, error = %e, "closing Kafka connection")
         }
     }
 }

@@ -8,6 +8,7 @@ mod http_topics;
 mod kcat;
 mod rdkafka_client;
 mod serve;
+mod tracing;
 
 pub use serve::serve_on;
 
@@ -37,6 +38,8 @@ fn wharf() -> Command {
         "WHARF_KAFKA_ADVERTISED_ADDR",
         "WHARF_KAFKA_MAX_REQUEST_BYTES",
         "WHARF_AUTO_CREATE_TOPICS",
+        "WHARF_LOG_FORMAT",
+        "WHARF_OTLP_ENDPOINT",
     ] {
         cmd.env_remove(var);
     }
