@@ -243,6 +243,60 @@ class WharfNoSync(Wharf):
         return super().command() + ["--flush", "never"]
 
 
+class WharfOtlp(Wharf):
+    """Wharf with tracing on (`--otlp-endpoint`) exporting to `wharf-bench otlp-sink`, a
+    collector stand-in that counts spans and drops them (in a session of its own, so its
+    CPU is not the broker's). No message carries a `traceparent`: the cost of looking."""
+
+    name = "wharf-otlp"
+    workloads = ("e2e", "latency")
+    bench_args = ()
+
+    def __init__(self, bins, workdir):
+        super().__init__(bins, workdir)
+        self.sink_port = free_port()
+        self.sink = None
+
+    def command(self):
+        return super().command() + ["--otlp-endpoint", f"http://127.0.0.1:{self.sink_port}"]
+
+    def start(self):
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.sink_out = open(self.workdir / "otlp-sink.json", "w")
+        self.sink = subprocess.Popen(
+            [str(self.bins["wharf-bench"]), "otlp-sink", "--addr", f"127.0.0.1:{self.sink_port}"],
+            stdin=subprocess.DEVNULL, stdout=self.sink_out, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        wait_port(self.sink_port, 30, self.sink)
+        super().start()
+
+    def stop(self):
+        super().stop()
+        if self.sink is not None:
+            self.sink.terminate()
+            try:
+                self.sink.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.sink.kill()
+                self.sink.wait()
+            self.sink_out.close()
+            try:
+                log(f"   otlp-sink received {(self.workdir / 'otlp-sink.json').read_text().strip()}")
+            except OSError:
+                pass
+            self.sink = None
+
+
+class WharfTraced(WharfOtlp):
+    """As `wharf-otlp`, with every message carrying a sampled `traceparent` of its own
+    (`wharf-bench --traceparent`): every message gets its publish, persist and deliver
+    spans exported."""
+
+    name = "wharf-traced"
+    bench_args = ("--traceparent",)
+
+
 class WharfHttp(Wharf):
     """Wharf's HTTP/JSON queue API (`--driver http`): the same broker, reached on its HTTP
     port, for the `queue` workload (publish, long-poll pull, ack). Its peer is Wharf
@@ -350,7 +404,7 @@ class RabbitMQ(Broker):
         return f"amqp://guest:guest@127.0.0.1:{self.port}/%2f"
 
 
-BROKERS = {b.name: b for b in (Wharf, WharfNoSync, WharfHttp, Tansu, JetStream, CoreNats, RabbitMQ)}
+BROKERS = {b.name: b for b in (Wharf, WharfNoSync, WharfOtlp, WharfTraced, WharfHttp, Tansu, JetStream, CoreNats, RabbitMQ)}
 
 
 # ---------------------------------------------------------------- workloads
@@ -377,6 +431,7 @@ def run_workload(bins, broker, workload, a, outdir, label):
         "--brokers", broker.url(),
         "--json", str(report),
         *workload_args(workload, a),
+        *getattr(broker, "bench_args", ()),
     ]  # fmt: skip
     # Every workload starts with no dirty pages on the machine: writeback left over from
     # the previous workload would otherwise slow this one's fsyncs.
@@ -782,7 +837,7 @@ def versions(bins):
             return "?"
 
     v = {"wharf": first_line([str(bins["wharf"]), "--version"])}
-    v["wharf-nosync"] = v["wharf-http"] = v["wharf"]
+    v["wharf-nosync"] = v["wharf-http"] = v["wharf-otlp"] = v["wharf-traced"] = v["wharf"]
     if "tansu" in bins:
         v["tansu"] = first_line([str(bins["tansu"]), "--version"])
     if "nats-server" in bins:
@@ -821,7 +876,7 @@ def main():
     for b in brokers:
         if b not in BROKERS:
             raise SystemExit(f"unknown broker {b}; known: {', '.join(BROKERS)}")
-    need = {"wharf": ["wharf"], "wharf-nosync": ["wharf"], "wharf-http": ["wharf"], "tansu": ["tansu"], "jetstream": ["nats-server"], "nats": ["nats-server"],
+    need = {"wharf": ["wharf"], "wharf-nosync": ["wharf"], "wharf-otlp": ["wharf", "wharf-bench"], "wharf-traced": ["wharf", "wharf-bench"], "wharf-http": ["wharf"], "tansu": ["tansu"], "jetstream": ["nats-server"], "nats": ["nats-server"],
             "rabbitmq": ["rabbitmq-server"]}
     for b in brokers:
         for n in need[b]:

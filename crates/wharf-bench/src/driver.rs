@@ -24,6 +24,8 @@ pub struct ProducerOpts {
     pub batch_bytes: u64,
     /// "none", "gzip", "snappy", "lz4" or "zstd".
     pub compression: String,
+    /// Give every message a W3C `traceparent` header of a new, sampled trace (Kafka).
+    pub traceparent: bool,
 }
 
 /// Messages and bytes the broker acknowledged to one or more producers. Only a

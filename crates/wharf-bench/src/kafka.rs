@@ -15,6 +15,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer as _, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset};
 
@@ -114,6 +115,7 @@ impl Driver for KafkaDriver {
         Ok(Box::new(KafkaProducer {
             producer,
             topic: topic.to_owned(),
+            trace: opts.traceparent.then(|| TraceIds::new(topic)),
         }))
     }
 
@@ -154,6 +156,45 @@ impl ProducerContext for AckContext {
 struct KafkaProducer {
     producer: ThreadedProducer<AckContext>,
     topic: String,
+    /// With --traceparent: where each message's trace id comes from.
+    trace: Option<TraceIds>,
+}
+
+/// Distinct trace and span ids, one pair per message: a per-producer seed (time and
+/// topic) mixed with a counter.
+struct TraceIds {
+    seed: u64,
+    next: u64,
+}
+
+impl TraceIds {
+    fn new(topic: &str) -> TraceIds {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let seed = topic.bytes().fold(nanos ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        TraceIds { seed, next: 0 }
+    }
+
+    /// `00-<trace id>-<span id>-01`.
+    fn traceparent(&mut self) -> String {
+        self.next += 1;
+        let mix = |x: u64| {
+            let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)) | 1
+        };
+        let (a, b, c) = (
+            mix(self.seed),
+            mix(self.seed ^ self.next),
+            mix(self.next.rotate_left(17) ^ self.seed),
+        );
+        format!("00-{a:016x}{b:016x}-{c:016x}-01")
+    }
 }
 
 impl Producer for KafkaProducer {
@@ -161,6 +202,13 @@ impl Producer for KafkaProducer {
         let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(payload);
         if let Some(key) = key {
             record = record.key(key);
+        }
+        if let Some(ids) = &mut self.trace {
+            let tp = ids.traceparent();
+            record = record.headers(OwnedHeaders::new_with_capacity(1).insert(Header {
+                key: "traceparent",
+                value: Some(tp.as_str()),
+            }));
         }
         loop {
             match self.producer.send(record) {

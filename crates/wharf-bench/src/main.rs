@@ -7,6 +7,7 @@ mod driver;
 mod http;
 mod kafka;
 mod nats;
+mod otlp_sink;
 mod plot;
 mod report;
 mod workload;
@@ -208,6 +209,14 @@ enum Workload {
         #[arg(long, value_enum, default_value_t = disk::Mode::Overwrite)]
         mode: disk::Mode,
     },
+    /// No broker: an OTLP/gRPC trace endpoint on --addr that counts the spans sent to it
+    /// and drops them (a stand-in collector for measuring what exporting traces costs a
+    /// broker), until SIGINT or SIGTERM; then prints what it received as JSON.
+    OtlpSink {
+        /// Address to listen on, IP:PORT.
+        #[arg(long, default_value = "127.0.0.1:4317")]
+        addr: std::net::SocketAddr,
+    },
     /// Draws the latency percentiles of earlier runs (their --json reports) into one
     /// PNG, one curve each: `wharf-bench plot --out lat.png wharf=a.json rabbitmq=b.json`.
     Plot {
@@ -263,6 +272,10 @@ struct ProducerArgs {
     /// Compression codec.
     #[arg(long, default_value = "none", value_parser = ["none", "gzip", "snappy", "lz4", "zstd"])]
     compression: String,
+    /// Give every message a W3C `traceparent` record header of a new trace, sampled
+    /// (Kafka only): what a broker's message tracing costs when every message is traced.
+    #[arg(long)]
+    traceparent: bool,
 }
 
 impl ProducerArgs {
@@ -272,6 +285,7 @@ impl ProducerArgs {
             linger_ms: self.linger_ms.unwrap_or(5),
             batch_bytes: self.batch_size,
             compression: self.compression.clone(),
+            traceparent: self.traceparent,
         }
     }
 }
@@ -295,6 +309,11 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Workload::OtlpSink { addr } = &cli.workload {
+        let received = otlp_sink::run(*addr)?;
+        println!("{}", serde_json::to_string(&received)?);
+        return Ok(());
+    }
     if let Workload::Plot {
         out,
         title,
@@ -375,7 +394,9 @@ fn run(cli: Cli) -> Result<()> {
         Workload::Fanout { run, producer, .. } => ("fanout", run, producer),
         Workload::Partitions { run, producer, .. } => ("partitions", run, producer),
         Workload::Queue { run, producer, .. } => ("queue", run, producer),
-        Workload::Plot { .. } | Workload::Disk { .. } => unreachable!("handled above"),
+        Workload::Plot { .. } | Workload::Disk { .. } | Workload::OtlpSink { .. } => {
+            unreachable!("handled above")
+        }
     };
     let mut run = run.clone();
     let partitions = *run.partitions.get_or_insert(match &cli.workload {
@@ -446,7 +467,9 @@ fn run(cli: Cli) -> Result<()> {
         Workload::Queue {
             consumers, rate, ..
         } => workload::queue(&params, (*consumers).max(1), *rate, &run_id),
-        Workload::Plot { .. } | Workload::Disk { .. } => unreachable!("handled above"),
+        Workload::Plot { .. } | Workload::Disk { .. } | Workload::OtlpSink { .. } => {
+            unreachable!("handled above")
+        }
     };
     done.store(true, Ordering::Relaxed);
     let _ = ticker.join();
@@ -471,7 +494,9 @@ fn run(cli: Cli) -> Result<()> {
         Workload::Queue {
             consumers, rate, ..
         } => serde_json::json!({ "consumers": consumers, "rate": rate }),
-        Workload::Plot { .. } | Workload::Disk { .. } => unreachable!("handled above"),
+        Workload::Plot { .. } | Workload::Disk { .. } | Workload::OtlpSink { .. } => {
+            unreachable!("handled above")
+        }
     };
     let mut params_json = serde_json::json!({ "run": run, "producer": producer });
     if let (DriverKind::Amqp, Some(all)) = (cli.global.driver, params_json.as_object_mut()) {

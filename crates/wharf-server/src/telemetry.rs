@@ -25,6 +25,8 @@ const EXPORT_EVERY: Duration = Duration::from_millis(500);
 /// Spans waiting for export; past it new ones are dropped (the broker never waits for
 /// a collector).
 const EXPORT_QUEUE: usize = 65_536;
+/// Spans per export request (about 0.5 MiB of OTLP; collectors take 4 MiB by default).
+const EXPORT_BATCH: usize = 2048;
 /// Time given to the last export at shutdown.
 const EXPORT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -75,6 +77,7 @@ impl Tracing {
                 BatchConfigBuilder::default()
                     .with_scheduled_delay(EXPORT_EVERY)
                     .with_max_queue_size(EXPORT_QUEUE)
+                    .with_max_export_batch_size(EXPORT_BATCH)
                     .build(),
             )
             .build();
