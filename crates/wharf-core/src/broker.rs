@@ -35,6 +35,7 @@ use wharf_log::{
 use crate::dedup::{Claim, Dedup, Reservations};
 use crate::error::{CoreError, IoContext, Result};
 use crate::group::{GroupConfig, GroupCoordinator};
+use crate::metrics::TopicMetrics;
 use crate::otel::MessageTracer;
 use crate::producer::{
     PartitionProducers, ProducerEntry, ProducerIdAllocator, ProducerIdAndEpoch, SequenceError,
@@ -126,6 +127,8 @@ struct Partition {
     hw: watch::Sender<u64>,
     /// Idempotency keys published within the dedup window (see `dedup`).
     dedup: Dedup,
+    /// The topic's metric handles (shared with its `TopicState`).
+    metrics: Arc<TopicMetrics>,
 }
 
 impl Partition {
@@ -222,6 +225,8 @@ struct TopicState {
     /// Where [`Broker::publish`]'s next unkeyed message goes; shared by every version of
     /// the topic's state.
     round_robin: Arc<AtomicU32>,
+    /// The topic's metric handles, shared by every version of its state.
+    metrics: Arc<TopicMetrics>,
 }
 
 /// Wakes background threads when the broker stops.
@@ -518,6 +523,7 @@ async fn produce_on(
             }
             _ => None,
         };
+        count_appended(&p, &outcome);
         if durability.is_none() {
             // Readable now (a policy other than `always`).
             p.publish_high_watermark();
@@ -566,6 +572,7 @@ async fn produce_on(
                 let _ = written_tx.send(());
             })
             .map_err(|e| p.append_err(e))?;
+        count_appended(&p, &outcome);
         p.appended();
         if let (Some(t), Some(received)) = (tracer, received) {
             if !outcome.duplicate {
@@ -593,6 +600,14 @@ async fn produce_on(
                 reason: format!("append ended without being written: {outcome:?}"),
             }),
         },
+    }
+}
+
+/// Counts a written append in its topic's metrics (a duplicate wrote nothing).
+fn count_appended(p: &Partition, outcome: &AppendOutcome) {
+    if !outcome.duplicate {
+        p.metrics
+            .appended(outcome.info.records, outcome.info.bytes as u64);
     }
 }
 
@@ -735,21 +750,34 @@ impl Broker {
             return Ok(Duration::ZERO);
         };
         let start = tokio::time::Instant::now();
-        loop {
+        let mut waited = false;
+        let held = loop {
             let drained = gate.drained();
             tokio::pin!(drained);
             drained.as_mut().enable();
             match gate.admit(topic) {
-                Ok(()) => return Ok(start.elapsed()),
+                Ok(()) => break start.elapsed(),
                 Err(CoreError::Throttled { .. }) if start.elapsed() >= max_wait => {
-                    return Ok(start.elapsed());
+                    break start.elapsed();
                 }
                 Err(CoreError::Throttled { .. }) => {
+                    waited = true;
                     let _ = tokio::time::timeout_at(start + max_wait, drained).await;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if let Ok(t) = self.shared.topic(topic) {
+                        t.metrics.rejected(&e);
+                    }
+                    return Err(e);
+                }
+            }
+        };
+        if waited {
+            if let Ok(t) = self.shared.topic(topic) {
+                t.metrics.throttled(held.as_secs_f64());
             }
         }
+        Ok(held)
     }
 
     /// The produce gate's answer for `topic` without waiting: `Ok`,
@@ -761,7 +789,22 @@ impl Broker {
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .and_then(Weak::upgrade);
-        gate.map_or(Ok(()), |g| g.admit(topic))
+        let admitted = gate.map_or(Ok(()), |g| g.admit(topic));
+        if let Err(e) = &admitted {
+            if let Ok(t) = self.shared.topic(topic) {
+                t.metrics.rejected(e);
+            }
+        }
+        admitted
+    }
+
+    /// The metric handles of `topic` (see [`crate::metrics`]), for a front-end to
+    /// count what it hands out (fetches, pulls); `None` for an unknown topic.
+    pub fn topic_metrics(&self, topic: &str) -> Option<Arc<TopicMetrics>> {
+        self.shared
+            .topic(topic)
+            .ok()
+            .map(|t| Arc::clone(&t.metrics))
     }
 
     /// Bytes a partition's log holds from the batch holding `offset` on (placed by the
@@ -1278,7 +1321,12 @@ impl Shared {
         })
     }
 
-    fn open_partition(&self, desc: &TopicDescription, index: u32) -> Result<Arc<Partition>> {
+    fn open_partition(
+        &self,
+        desc: &TopicDescription,
+        index: u32,
+        metrics: &Arc<TopicMetrics>,
+    ) -> Result<Arc<Partition>> {
         let dir = self.topic_dir(desc.name.as_str()).join(index.to_string());
         let log = SharedLog::open(&dir, desc.config.log_config(self.flush)).map_err(|source| {
             CoreError::Log {
@@ -1311,18 +1359,21 @@ impl Shared {
             producers,
             hw,
             dedup: Dedup::default(),
+            metrics: Arc::clone(metrics),
         }))
     }
 
     fn open_topic(&self, record: &TopicRecord) -> Result<TopicState> {
         let desc = self.describe(record)?;
+        let metrics = Arc::new(TopicMetrics::new(desc.name.as_str()));
         let partitions = (0..record.partitions)
-            .map(|i| self.open_partition(&desc, i))
+            .map(|i| self.open_partition(&desc, i, &metrics))
             .collect::<Result<Vec<_>>>()?;
         Ok(TopicState {
             desc,
             partitions,
             round_robin: Arc::default(),
+            metrics,
         })
     }
 
@@ -1431,6 +1482,7 @@ impl Shared {
                 desc: desc.clone(),
                 partitions: old.partitions.clone(),
                 round_robin: Arc::clone(&old.round_robin),
+                metrics: Arc::clone(&old.metrics),
             }),
         );
         info!(topic = %name, overrides = ?desc.overrides, "topic config altered");
@@ -1472,7 +1524,7 @@ impl Shared {
                 undo(&added);
                 return Err(e);
             }
-            match self.open_partition(&desc, index) {
+            match self.open_partition(&desc, index, &old.metrics) {
                 Ok(p) => added.push(p),
                 Err(e) => {
                     undo(&added);
@@ -1492,6 +1544,7 @@ impl Shared {
                 desc: desc.clone(),
                 partitions,
                 round_robin: Arc::clone(&old.round_robin),
+                metrics: Arc::clone(&old.metrics),
             }),
         );
         info!(topic = %name, from = current.partitions, to = count, "partitions added");

@@ -16,6 +16,7 @@ mod error;
 pub mod group;
 pub mod headers;
 pub mod journal;
+pub mod metrics;
 pub mod observe;
 pub mod otel;
 pub mod partitioner;

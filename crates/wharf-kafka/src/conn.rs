@@ -135,6 +135,24 @@ fn parks(frame: &bytes::Bytes) -> bool {
     key == ApiKey::JoinGroup as i16 || key == ApiKey::SyncGroup as i16
 }
 
+/// Counts a connection in the metrics while it is open, also when its task is aborted.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn new() -> OpenConnection {
+        let m = &crate::metrics::METRICS;
+        m.connections_accepted.increment(1);
+        m.connections_open.increment(1.0);
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        crate::metrics::METRICS.connections_open.decrement(1.0);
+    }
+}
+
 pub async fn run(
     stream: TcpStream,
     peer: SocketAddr,
@@ -143,6 +161,7 @@ pub async fn run(
 ) {
     debug!(%peer, "Kafka connection accepted");
     let opened = Instant::now();
+    let _open = OpenConnection::new();
     let mut ctx = Arc::new(Ctx {
         peer: Some(peer),
         ..Ctx::clone(&ctx)

@@ -6,8 +6,9 @@ use wharf_core::CoreError;
 use wharf_log::LogError;
 
 /// The Kafka error code a core error stands for.
+/// Counted in `wharf_kafka_errors_total`: call it only for a code that is answered.
 pub fn code(e: &CoreError) -> i16 {
-    kafka_error(e).code()
+    crate::metrics::count(kafka_error(e).code())
 }
 
 pub fn kafka_error(e: &CoreError) -> ResponseError {

@@ -27,6 +27,7 @@ mod api;
 mod conn;
 mod errors;
 mod frame;
+mod metrics;
 mod server;
 
 pub use alloc::{LazyHugeAlloc, HUGE};

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -32,6 +32,9 @@ impl KafkaListener {
         config: KafkaConfig,
     ) -> io::Result<KafkaListener> {
         let listener = TcpListener::bind(addr).await?;
+        // Register the connection and request metrics now, so a scrape shows them at 0
+        // before the first client.
+        LazyLock::force(&crate::metrics::METRICS);
         let bound = listener.local_addr()?;
         let advertised = match &config.advertised_addr {
             Some((host, port)) => (host.clone(), i32::from(*port)),

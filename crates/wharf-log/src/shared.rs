@@ -8,6 +8,11 @@
 //! next one, so N concurrent appenders cost about two syncs, not N.
 //!
 //! Lock order: `state` before `sync`; never the other way round.
+//!
+//! Metrics (through the `metrics` facade; handles taken once, at open): every sync that
+//! covers files records its duration (`wharf_log_sync_duration_seconds`), the bytes of
+//! the active segment it made durable (`wharf_log_sync_bytes`) and the batches it
+//! covered (`wharf_log_sync_batches`), one series for all partitions.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +44,27 @@ pub struct SharedLog {
     synced: Condvar,
     appends: AtomicU64,
     syncs: AtomicU64,
+    /// Batches written since the last sync target was taken; both under the `state`
+    /// lock, so each sync counts exactly the batches it covers.
+    unsynced_batches: AtomicU64,
+    metrics: SyncMetrics,
+}
+
+/// The sync histograms, registered once per log (the same series for every log).
+struct SyncMetrics {
+    duration: metrics::Histogram,
+    bytes: metrics::Histogram,
+    batches: metrics::Histogram,
+}
+
+impl SyncMetrics {
+    fn new() -> SyncMetrics {
+        SyncMetrics {
+            duration: metrics::histogram!("wharf_log_sync_duration_seconds"),
+            bytes: metrics::histogram!("wharf_log_sync_bytes"),
+            batches: metrics::histogram!("wharf_log_sync_batches"),
+        }
+    }
 }
 
 /// What an admission check (see [`SharedLog::append_with`]) decides.
@@ -109,6 +135,8 @@ impl SharedLog {
             synced: Condvar::new(),
             appends: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
+            unsynced_batches: AtomicU64::new(0),
+            metrics: SyncMetrics::new(),
         })
     }
 
@@ -240,6 +268,8 @@ impl SharedLog {
                         self.publish(&log);
                     }
                     appended(&checked, &info);
+                    self.unsynced_batches
+                        .fetch_add(u64::from(info.batches), Ordering::Relaxed);
                     AppendOutcome {
                         info,
                         duplicate: false,
@@ -331,12 +361,19 @@ impl SharedLog {
 
     /// One fdatasync of everything written so far, outside the append lock.
     fn sync_once(&self) -> Result<()> {
+        let (target, batches) = {
+            let log = self.log();
+            (
+                log.sync_target(),
+                self.unsynced_batches.swap(0, Ordering::Relaxed),
+            )
+        };
         let SyncTarget {
             files,
             offset,
             pos,
             generation,
-        } = self.log().sync_target();
+        } = target;
         if !files.is_empty() {
             self.syncs.fetch_add(1, Ordering::Relaxed);
         }
@@ -366,6 +403,11 @@ impl SharedLog {
         }
         let mut log = self.log();
         let synced_bytes = log.mark_durable(offset, pos, generation, files.len());
+        if !files.is_empty() {
+            self.metrics.duration.record(elapsed.as_secs_f64());
+            self.metrics.bytes.record(synced_bytes as f64);
+            self.metrics.batches.record(batches as f64);
+        }
         self.publish(&log);
         log.preallocate_ahead(synced_bytes);
         Ok(())

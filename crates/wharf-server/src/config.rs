@@ -21,6 +21,7 @@ pub const DEFAULT_KAFKA_ADDR: &str = "127.0.0.1:9092";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_KAFKA_MAX_REQUEST_BYTES: u32 = wharf_kafka::DEFAULT_MAX_REQUEST_BYTES;
 pub const DEFAULT_AUTO_CREATE_TOPICS: bool = true;
+pub const DEFAULT_METRICS_PARTITION_LABELS: bool = false;
 
 const SETTINGS_HELP: &str = "\
 Settings of `wharf serve`, each from the command line, else the environment, else the
@@ -50,6 +51,10 @@ Settings of `wharf serve`, each from the command line, else the environment, els
   --otlp-endpoint <URL>   env WHARF_OTLP_ENDPOINT, file key otlp_endpoint, no default
       OpenTelemetry collector (OTLP over gRPC, e.g. http://127.0.0.1:4317) that receives
       the spans of traced messages; without it nothing is traced.
+  --metrics-partition-labels <BOOL>
+                          env WHARF_METRICS_PARTITION_LABELS, file key
+                          metrics_partition_labels, default false
+      Also export per-partition series (high watermark, group lag) at GET /metrics.
   --config <FILE>         env WHARF_CONFIG, no default
       TOML file with any of the keys above.
 
@@ -161,6 +166,14 @@ pub struct ServeArgs {
     /// nothing is traced and no header is looked at. Config file key: `otlp_endpoint`.
     #[arg(long, env = "WHARF_OTLP_ENDPOINT", value_name = "URL", value_parser = parse_otlp_endpoint)]
     pub otlp_endpoint: Option<String>,
+    /// Per-partition series at GET /metrics: true or false [default: false]
+    ///
+    /// Adds `wharf_partition_high_watermark` and `wharf_partition_group_lag`, labelled
+    /// with `partition`. Off by default: a series per partition (per group) multiplies
+    /// what Prometheus stores; the per-topic sums are always there. Config file key:
+    /// `metrics_partition_labels`.
+    #[arg(long, env = "WHARF_METRICS_PARTITION_LABELS", value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub metrics_partition_labels: Option<bool>,
 
     /// TOML file with any of the keys data_dir, kafka_addr, http_addr, flush, …
     ///
@@ -249,6 +262,7 @@ pub struct ServeConfig {
     pub log_format: (LogFormat, Source),
     /// `None`: no tracing.
     pub otlp_endpoint: (Option<String>, Source),
+    pub metrics_partition_labels: (bool, Source),
     pub config_file: Option<PathBuf>,
 }
 
@@ -303,6 +317,7 @@ struct FileConfig {
     auto_create_topics: Option<bool>,
     log_format: Option<String>,
     otlp_endpoint: Option<String>,
+    metrics_partition_labels: Option<bool>,
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -414,6 +429,12 @@ impl ServeConfig {
                 ),
                 (None, None) => (None, Source::Default),
             };
+        let metrics_partition_labels =
+            match (args.metrics_partition_labels, file.metrics_partition_labels) {
+                (Some(b), _) => (b, source_of(matches, "metrics_partition_labels")),
+                (None, Some(b)) => (b, Source::ConfigFile),
+                (None, None) => (DEFAULT_METRICS_PARTITION_LABELS, Source::Default),
+            };
         Ok(ServeConfig {
             log_format,
             otlp_endpoint,
@@ -424,6 +445,7 @@ impl ServeConfig {
             kafka_advertised_addr,
             kafka_max_request_bytes,
             auto_create_topics,
+            metrics_partition_labels,
             config_file: args.config.clone(),
         })
     }
@@ -450,6 +472,7 @@ mod tests {
             auto_create_topics: None,
             log_format: None,
             otlp_endpoint: None,
+            metrics_partition_labels: None,
             config,
         }
     }
@@ -464,6 +487,19 @@ mod tests {
         assert_eq!(c.kafka_addr.0.to_string(), DEFAULT_KAFKA_ADDR);
         assert_eq!(c.http_addr.0.to_string(), DEFAULT_HTTP_ADDR);
         assert_eq!(c.flush, (FlushPolicy::Always, Source::Default));
+        assert_eq!(c.metrics_partition_labels, (false, Source::Default));
+    }
+
+    #[test]
+    fn metrics_partition_labels_come_from_the_file_unless_given() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "metrics_partition_labels = true").unwrap();
+        let c = ServeConfig::resolve(&args(None, Some(f.path().into())), None).unwrap();
+        assert_eq!(c.metrics_partition_labels, (true, Source::ConfigFile));
+        let mut a = args(None, Some(f.path().into()));
+        a.metrics_partition_labels = Some(false);
+        let c = ServeConfig::resolve(&a, None).unwrap();
+        assert_eq!(c.metrics_partition_labels, (false, Source::CommandLine));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The HTTP front-end: `GET /health`, the topic admin API under `/v1/topics`, publishing
-//! (`POST /v1/topics/{topic}/messages`), and the OpenAPI document at
-//! `GET /v1/openapi.json`.
+//! (`POST /v1/topics/{topic}/messages`), queue subscriptions, Prometheus metrics at
+//! `GET /metrics` (`metrics`: also the per-route request counters), and the OpenAPI
+//! document at `GET /v1/openapi.json`.
 //!
 //! Every error body has one shape, so clients parse one thing:
 //! `{"error":{"code":"not_found","message":"…"}}`. That includes what axum would
@@ -15,6 +16,7 @@
 //! The OpenAPI document is derived (utoipa) from the same request and response types
 //! the handlers use, so a changed field shows up in both.
 
+mod metrics;
 mod publish;
 mod subscriptions;
 mod topics;
@@ -46,11 +48,12 @@ pub const ADMIN_BODY_LIMIT: usize = 1 << 20;
 /// with 413 before they are buffered whole; send several requests instead.
 pub const PUBLISH_BODY_LIMIT: usize = 16 << 20;
 
-/// What every handler may reach: the broker and its queue subscriptions.
+/// What every handler may reach: the broker, its queue subscriptions, the metrics.
 #[derive(Clone)]
 pub struct AppState {
     pub broker: Arc<Broker>,
     pub queues: Queues,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl FromRef<AppState> for Arc<Broker> {
@@ -67,7 +70,11 @@ impl FromRef<AppState> for Queues {
 
 /// The HTTP API's routes, over the open broker. The listener is bound only after
 /// `Broker::open`, so `/health` answering means ready.
-pub fn router(broker: Arc<Broker>, queues: Queues) -> Router {
+pub fn router(
+    broker: Arc<Broker>,
+    queues: Queues,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Router {
     const SUB: &str = "/v1/topics/{topic}/subscriptions/{subscription}";
     let admin = Router::new()
         .route(
@@ -101,11 +108,20 @@ pub fn router(broker: Arc<Broker>, queues: Queues) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics::scrape))
         .merge(admin)
         .merge(messages)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(AppState { broker, queues })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(metrics::HttpMetrics::new()),
+            metrics::track,
+        ))
+        .with_state(AppState {
+            broker,
+            queues,
+            metrics,
+        })
 }
 
 /// The OpenAPI 3 document of every route above.
@@ -118,6 +134,7 @@ pub fn router(broker: Arc<Broker>, queues: Queues) -> Router {
     paths(
         health,
         openapi,
+        metrics::scrape,
         topics::create_topic,
         topics::list_topics,
         topics::get_topic,

@@ -3,6 +3,7 @@
 
 mod config;
 mod http;
+mod metrics;
 mod telemetry;
 
 use std::process::ExitCode;
@@ -82,6 +83,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     let (auto_create, auto_create_from) = config.auto_create_topics;
     let (log_format, log_format_from) = config.log_format;
     let (otlp_endpoint, otlp_endpoint_from) = config.otlp_endpoint.clone();
+    let (partition_labels, partition_labels_from) = config.metrics_partition_labels;
     info!(
         version = env!("CARGO_PKG_VERSION"),
         data_dir = %data_dir.display(),
@@ -102,9 +104,17 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         log_format_from = %log_format_from,
         otlp_endpoint = otlp_endpoint.as_deref().unwrap_or("none"),
         otlp_endpoint_from = %otlp_endpoint_from,
+        metrics_partition_labels = partition_labels,
+        metrics_partition_labels_from = %partition_labels_from,
         config_file = ?config.config_file,
         "starting wharf"
     );
+
+    // Metrics: the recorder goes in before the broker opens, so the handles the
+    // libraries take (per topic, per log) are live ones.
+    let metrics =
+        Arc::new(metrics::install(partition_labels).context("installing the metrics recorder")?);
+    metrics.spawn_upkeep();
 
     let mut broker_config = BrokerConfig::new(data_dir.clone());
     broker_config.flush = flush;
@@ -138,6 +148,7 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         kafka_addr,
         kafka_config,
         http_addr,
+        metrics,
         stop,
     )
     .await;
@@ -172,6 +183,7 @@ async fn serve_listeners(
     kafka_addr: std::net::SocketAddr,
     kafka_config: KafkaConfig,
     http_addr: std::net::SocketAddr,
+    metrics: Arc<metrics::Metrics>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let kafka = KafkaListener::bind(kafka_addr, Arc::clone(&broker), kafka_config)
@@ -192,7 +204,7 @@ async fn serve_listeners(
     // the HTTP listener cannot be bound.
     let (kafka_stop, kafka_stopped) = watch::channel(false);
     let kafka_task = tokio::spawn(kafka.serve(stopped(kafka_stopped)));
-    let http = serve_http(http_addr, broker, queues, stop).await;
+    let http = serve_http(http_addr, broker, queues, metrics, stop).await;
     let _ = kafka_stop.send(true);
     if let Err(e) = kafka_task.await {
         error!(error = %e, "the Kafka listener task failed");
@@ -205,6 +217,7 @@ async fn serve_http(
     http_addr: std::net::SocketAddr,
     broker: Arc<Broker>,
     queues: Queues,
+    metrics: Arc<metrics::Metrics>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(http_addr)
@@ -223,7 +236,7 @@ async fn serve_http(
             warn!(error = %e, "could not set TCP_NODELAY on an HTTP connection");
         }
     });
-    let server = axum::serve(listener, http::router(broker, queues))
+    let server = axum::serve(listener, http::router(broker, queues, metrics))
         .with_graceful_shutdown(stopped(stop.clone()));
     let mut server = tokio::spawn(async move { server.await });
     tokio::select! {

@@ -176,6 +176,7 @@ pub struct SubStats {
     pub acked: u64,
     pub nacked: u64,
     pub dead_lettered: u64,
+    pub redelivered: u64,
     /// Age of the oldest message not acked, if there is one.
     pub oldest_unacked_age_ms: Option<u64>,
 }
@@ -650,6 +651,7 @@ impl Queues {
                 acked: c.acked,
                 nacked: c.nacked,
                 dead_lettered: c.dead_lettered,
+                redelivered: c.redelivered,
                 oldest_unacked_age_ms: st
                     .oldest_pending_ms()
                     .map(|t| u64::try_from(now - t).unwrap_or(0)),

@@ -206,6 +206,9 @@ pub struct Counters {
     pub acked: u64,
     pub nacked: u64,
     pub dead_lettered: u64,
+    /// Deliveries of a message that had been delivered before (after a nack, an
+    /// expired lease or a restart).
+    pub redelivered: u64,
 }
 
 /// The delivery state of one subscription.
@@ -490,6 +493,9 @@ impl SubState {
         self.leases.insert((deadline, p, o));
         *self.in_flight.entry(Arc::clone(consumer)).or_default() += 1;
         self.counters.delivered += 1;
+        if delivery.ack_id.delivery > 1 {
+            self.counters.redelivered += 1;
+        }
         Some(delivery)
     }
 

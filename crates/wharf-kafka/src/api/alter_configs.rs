@@ -31,7 +31,7 @@ pub async fn handle(ctx: &Ctx, req: AlterConfigsRequest, _version: i16) -> Alter
         }
         let ops = match null {
             Some(key) => Err((
-                ResponseError::InvalidConfig.code(),
+                crate::metrics::count(ResponseError::InvalidConfig.code()),
                 format!("config `{key}` has a null value"),
             )),
             None => Ok(ops),

@@ -41,7 +41,10 @@ pub fn failure(e: &CoreError) -> Failure {
 }
 
 pub fn invalid_request(msg: impl Into<String>) -> Failure {
-    (ResponseError::InvalidRequest.code(), msg.into())
+    (
+        crate::metrics::count(ResponseError::InvalidRequest.code()),
+        msg.into(),
+    )
 }
 
 /// Checks that `ops` applied to the topic's overrides give a valid config; then, unless

@@ -33,7 +33,7 @@ pub async fn handle(ctx: &Ctx, req: CreateTopicsRequest, version: i16) -> Create
         if !matches!(t.replication_factor, -1 | 1) {
             topics.push(fail(
                 r,
-                ResponseError::InvalidReplicationFactor.code(),
+                crate::metrics::count(ResponseError::InvalidReplicationFactor.code()),
                 format!(
                     "replication factor {} is impossible: Wharf is a single broker (use 1 or -1)",
                     t.replication_factor
@@ -44,7 +44,7 @@ pub async fn handle(ctx: &Ctx, req: CreateTopicsRequest, version: i16) -> Create
         if !t.assignments.is_empty() {
             topics.push(fail(
                 r,
-                ResponseError::InvalidRequest.code(),
+                crate::metrics::count(ResponseError::InvalidRequest.code()),
                 "manual replica assignment is not supported: Wharf is a single broker".into(),
             ));
             continue;
@@ -66,7 +66,7 @@ pub async fn handle(ctx: &Ctx, req: CreateTopicsRequest, version: i16) -> Create
         if let Some(key) = null_config {
             topics.push(fail(
                 r,
-                ResponseError::InvalidConfig.code(),
+                crate::metrics::count(ResponseError::InvalidConfig.code()),
                 format!("config `{key}` has a null value"),
             ));
             continue;

@@ -18,7 +18,7 @@ pub async fn handle(ctx: &Ctx, req: DeleteGroupsRequest, _version: i16) -> Delet
         .map(|(id, r)| {
             DeletableGroupResult::default()
                 .with_group_id(GroupId(str_bytes(id)))
-                .with_error_code(r.err().map_or(0, |e| e.code()))
+                .with_error_code(r.err().map_or(0, |e| crate::metrics::count(e.code())))
         })
         .collect();
     DeleteGroupsResponse::default().with_results(results)

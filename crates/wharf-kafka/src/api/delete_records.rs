@@ -35,8 +35,8 @@ pub async fn handle(ctx: &Ctx, req: DeleteRecordsRequest, _version: i16) -> Dele
 }
 
 async fn delete(ctx: &Ctx, topic: &str, partition: i32, offset: i64) -> Result<u64, i16> {
-    let partition =
-        u32::try_from(partition).map_err(|_| ResponseError::UnknownTopicOrPartition.code())?;
+    let partition = u32::try_from(partition)
+        .map_err(|_| crate::metrics::count(ResponseError::UnknownTopicOrPartition.code()))?;
     let offset = match offset {
         -1 => {
             ctx.broker
@@ -44,7 +44,8 @@ async fn delete(ctx: &Ctx, topic: &str, partition: i32, offset: i64) -> Result<u
                 .map_err(|e| errors::code(&e))?
                 .high_watermark
         }
-        o => u64::try_from(o).map_err(|_| ResponseError::OffsetOutOfRange.code())?,
+        o => u64::try_from(o)
+            .map_err(|_| crate::metrics::count(ResponseError::OffsetOutOfRange.code()))?,
     };
     ctx.broker
         .delete_records(topic, partition, offset)

@@ -32,7 +32,9 @@ pub async fn handle(ctx: &Ctx, req: DeleteTopicsRequest, version: i16) -> Delete
             .with_name(name.as_deref().map(topic_name))
             .with_topic_id(id);
         let Some(name) = name else {
-            responses.push(r.with_error_code(ResponseError::UnknownTopicId.code()));
+            responses.push(
+                r.with_error_code(crate::metrics::count(ResponseError::UnknownTopicId.code())),
+            );
             continue;
         };
         responses.push(match ctx.broker.delete_topic(&name).await {

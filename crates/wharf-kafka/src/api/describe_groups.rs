@@ -47,7 +47,7 @@ pub async fn handle(ctx: &Ctx, req: DescribeGroupsRequest, version: i16) -> Desc
                 }
                 Err(e) => {
                     let group = group
-                        .with_error_code(e.code())
+                        .with_error_code(crate::metrics::count(e.code()))
                         .with_group_state(str_bytes(GroupState::Dead.as_str()));
                     if version >= 6 {
                         group.with_error_message(Some(str_bytes(e.to_string())))

@@ -51,7 +51,7 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest, version: i16) -> FetchResponse
         let topic = if version >= 13 {
             find_by_id(ctx, t.topic_id)
                 .map(|d| d.name.to_string())
-                .ok_or(ResponseError::UnknownTopicId.code())
+                .ok_or_else(|| crate::metrics::count(ResponseError::UnknownTopicId.code()))
         } else {
             Ok(t.topic.0.to_string())
         };
@@ -84,15 +84,43 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest, version: i16) -> FetchResponse
         }
         let (responses, total, errored) = read_all(ctx, &shape, max_bytes, version).await;
         if total >= min_bytes || errored || Instant::now() >= deadline || watches.is_empty() {
-            return FetchResponse::default().with_responses(responses);
+            return answer(ctx, &shape, responses);
         }
         if !wait_for_any(watches, deadline).await {
             // Timed out: answer with what there is now (one more read, as data may have
             // arrived just at the deadline).
             let (responses, _, _) = read_all(ctx, &shape, max_bytes, version).await;
-            return FetchResponse::default().with_responses(responses);
+            return answer(ctx, &shape, responses);
         }
     }
+}
+
+/// The response, counted in each topic's `wharf_messages_out_total` and
+/// `wharf_bytes_out_total` (records from the batch headers: per batch, not per record).
+fn answer(
+    ctx: &Ctx,
+    shape: &[(TopicName, Uuid, Vec<Wanted>)],
+    responses: Vec<FetchableTopicResponse>,
+) -> FetchResponse {
+    for ((_, _, wanted), t) in shape.iter().zip(&responses) {
+        let Some(Ok(topic)) = wanted.first().map(|w| &w.topic) else {
+            continue;
+        };
+        let (mut records, mut bytes) = (0, 0);
+        for p in &t.partitions {
+            if let Some(r) = &p.records {
+                let (n, b) = wharf_core::metrics::count_records(r);
+                records += n;
+                bytes += b;
+            }
+        }
+        if bytes > 0 {
+            if let Some(m) = ctx.broker.topic_metrics(topic) {
+                m.fetched(records, bytes);
+            }
+        }
+    }
+    FetchResponse::default().with_responses(responses)
 }
 
 /// Waits until one of the watches changes (true) or the deadline passes (false), in
@@ -163,7 +191,9 @@ async fn read_partition(ctx: &Ctx, w: &Wanted, budget: usize) -> PartitionData {
         Err(code) => return resp.with_error_code(*code),
     };
     let Ok(partition) = u32::try_from(w.partition) else {
-        return resp.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+        return resp.with_error_code(crate::metrics::count(
+            ResponseError::UnknownTopicOrPartition.code(),
+        ));
     };
     let offsets = match ctx.broker.offsets(topic, partition) {
         Ok(o) => o,
@@ -176,7 +206,11 @@ async fn read_partition(ctx: &Ctx, w: &Wanted, budget: usize) -> PartitionData {
         .with_log_start_offset(offsets.log_start_offset as i64);
     let offset = match u64::try_from(w.offset) {
         Ok(o) if o >= offsets.log_start_offset && o <= offsets.log_end_offset => o,
-        _ => return resp.with_error_code(ResponseError::OffsetOutOfRange.code()),
+        _ => {
+            return resp.with_error_code(crate::metrics::count(
+                ResponseError::OffsetOutOfRange.code(),
+            ))
+        }
     };
     if offset >= offsets.high_watermark || budget == 0 {
         return resp;

@@ -20,17 +20,17 @@ const TRANSACTION: i8 = 1;
 fn find(ctx: &Ctx, key_type: i8, key: &str) -> Result<(i32, String, i32), (i16, String)> {
     match key_type {
         GROUP if key.is_empty() => Err((
-            ResponseError::InvalidGroupId.code(),
+            crate::metrics::count(ResponseError::InvalidGroupId.code()),
             "the group id is empty".into(),
         )),
         GROUP => Ok((NODE_ID, ctx.advertised.0.clone(), ctx.advertised.1)),
         // The same code as an InitProducerId with a transactional id: fatal to clients.
         TRANSACTION => Err((
-            ResponseError::TransactionalIdAuthorizationFailed.code(),
+            crate::metrics::count(ResponseError::TransactionalIdAuthorizationFailed.code()),
             "transactions are not supported by Wharf".into(),
         )),
         other => Err((
-            ResponseError::InvalidRequest.code(),
+            crate::metrics::count(ResponseError::InvalidRequest.code()),
             format!("coordinator key type {other} is not supported by Wharf"),
         )),
     }

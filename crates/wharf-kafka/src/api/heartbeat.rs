@@ -13,7 +13,7 @@ pub async fn handle(ctx: &Ctx, req: HeartbeatRequest, _version: i16) -> Heartbea
     };
     let code = match ctx.broker.groups().heartbeat(beat).await {
         Ok(()) => 0,
-        Err(e) => e.code(),
+        Err(e) => crate::metrics::count(e.code()),
     };
     HeartbeatResponse::default().with_error_code(code)
 }

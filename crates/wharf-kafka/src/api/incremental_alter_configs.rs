@@ -32,14 +32,14 @@ pub async fn handle(
                     value: v.to_string(),
                 }),
                 (OP_SET, None) => Err((
-                    ResponseError::InvalidConfig.code(),
+                    crate::metrics::count(ResponseError::InvalidConfig.code()),
                     format!("SET of `{}` needs a value", c.name),
                 )),
                 (OP_DELETE, _) => Ok(ConfigOp::Delete {
                     key: c.name.to_string(),
                 }),
                 (op, _) => Err((
-                    ResponseError::InvalidConfig.code(),
+                    crate::metrics::count(ResponseError::InvalidConfig.code()),
                     format!(
                         "config operation {op} on `{}` is not supported (only SET and DELETE)",
                         c.name

@@ -85,7 +85,7 @@ pub async fn handle(
                 GroupError::MemberIdRequired { member_id } => member_id.clone(),
                 _ => request_member,
             };
-            resp.with_error_code(e.code())
+            resp.with_error_code(crate::metrics::count(e.code()))
                 .with_generation_id(-1)
                 .with_protocol_name(protocol_name(None, version))
                 .with_member_id(str_bytes(member_id))

@@ -25,13 +25,13 @@ pub async fn handle(ctx: &Ctx, req: LeaveGroupRequest, version: i16) -> LeaveGro
     let resp = LeaveGroupResponse::default();
     let results = match ctx.broker.groups().leave(&req.group_id.0, members).await {
         Ok(results) => results,
-        Err(e) => return resp.with_error_code(e.code()),
+        Err(e) => return resp.with_error_code(crate::metrics::count(e.code())),
     };
     if version < 3 {
         let code = results
             .first()
             .and_then(|r| r.as_ref().err())
-            .map_or(0, |e| e.code());
+            .map_or(0, |e| crate::metrics::count(e.code()));
         return resp.with_error_code(code);
     }
     let members = req
@@ -42,7 +42,7 @@ pub async fn handle(ctx: &Ctx, req: LeaveGroupRequest, version: i16) -> LeaveGro
             MemberResponse::default()
                 .with_member_id(m.member_id)
                 .with_group_instance_id(m.group_instance_id)
-                .with_error_code(r.err().map_or(0, |e| e.code()))
+                .with_error_code(r.err().map_or(0, |e| crate::metrics::count(e.code())))
         })
         .collect();
     resp.with_members(members)

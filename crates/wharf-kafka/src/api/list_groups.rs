@@ -34,7 +34,7 @@ pub async fn handle(ctx: &Ctx, req: ListGroupsRequest, version: i16) -> ListGrou
     }
     let listed = match ctx.broker.groups().list_groups(&states) {
         Ok(l) => l,
-        Err(e) => return resp.with_error_code(e.code()),
+        Err(e) => return resp.with_error_code(crate::metrics::count(e.code())),
     };
     let groups = listed
         .into_iter()

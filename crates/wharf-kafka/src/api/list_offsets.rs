@@ -43,8 +43,8 @@ pub async fn handle(ctx: &Ctx, req: ListOffsetsRequest, version: i16) -> ListOff
 }
 
 async fn lookup(ctx: &Ctx, topic: &str, partition: i32, timestamp: i64) -> Result<i64, i16> {
-    let partition =
-        u32::try_from(partition).map_err(|_| ResponseError::UnknownTopicOrPartition.code())?;
+    let partition = u32::try_from(partition)
+        .map_err(|_| crate::metrics::count(ResponseError::UnknownTopicOrPartition.code()))?;
     let offsets = ctx
         .broker
         .offsets(topic, partition)
@@ -54,8 +54,12 @@ async fn lookup(ctx: &Ctx, topic: &str, partition: i32, timestamp: i64) -> Resul
         LATEST => offsets.high_watermark as i64,
         // Timestamps are indexed per batch, not per record: Wharf cannot name the record
         // with the largest timestamp.
-        MAX_TIMESTAMP => return Err(ResponseError::UnsupportedVersion.code()),
-        ts if ts < 0 => return Err(ResponseError::InvalidRequest.code()),
+        MAX_TIMESTAMP => {
+            return Err(crate::metrics::count(
+                ResponseError::UnsupportedVersion.code(),
+            ))
+        }
+        ts if ts < 0 => return Err(crate::metrics::count(ResponseError::InvalidRequest.code())),
         ts => match ctx
             .broker
             .offset_for_timestamp(topic, partition, ts)

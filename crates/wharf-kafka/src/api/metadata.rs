@@ -84,7 +84,7 @@ pub async fn lookup_or_create(
 }
 
 fn by_id(ctx: &Ctx, id: Uuid) -> Result<TopicDescription, i16> {
-    find_by_id(ctx, id).ok_or(ResponseError::UnknownTopicId.code())
+    find_by_id(ctx, id).ok_or_else(|| crate::metrics::count(ResponseError::UnknownTopicId.code()))
 }
 
 /// The topic with this id, if any.

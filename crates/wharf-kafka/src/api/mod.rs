@@ -149,6 +149,7 @@ async fn start_inner(ctx: &Ctx, frame: &mut Bytes) -> Result<Started, ConnError>
     let version = fixed.get_i16();
     let correlation_id = fixed.get_i32();
     let Ok(api_key) = ApiKey::try_from(key) else {
+        crate::metrics::METRICS.request(-1);
         debug!(
             api_key = key,
             version, "unknown API key: answering UNSUPPORTED_VERSION"
@@ -159,10 +160,13 @@ async fn start_inner(ctx: &Ctx, frame: &mut Bytes) -> Result<Started, ConnError>
         ))));
     };
     if !supported(api_key, version) {
+        crate::metrics::METRICS.request(-1);
         debug!(api = ?api_key, version, "unsupported API version: answering UNSUPPORTED_VERSION");
         if api_key == ApiKey::ApiVersions {
             // KIP-511: a v0 response the client can always read, with our ranges.
-            let resp = api_versions::response(ResponseError::UnsupportedVersion.code());
+            let resp = api_versions::response(crate::metrics::count(
+                ResponseError::UnsupportedVersion.code(),
+            ));
             return encode(ApiKey::ApiVersions, 0, correlation_id, &resp)
                 .map(|b| Started::Done(Reply::Send(b)));
         }
@@ -171,6 +175,7 @@ async fn start_inner(ctx: &Ctx, frame: &mut Bytes) -> Result<Started, ConnError>
             ResponseError::UnsupportedVersion,
         ))));
     }
+    crate::metrics::METRICS.request(key);
     let name = api_name(api_key);
     let started = std::time::Instant::now();
     let done = Finished {
@@ -265,6 +270,14 @@ struct Finished {
 
 impl Drop for Finished {
     fn drop(&mut self) {
+        let m = &crate::metrics::METRICS;
+        match self.api {
+            "Produce" => m
+                .produce_latency
+                .record(self.started.elapsed().as_secs_f64()),
+            "Fetch" => m.fetch_latency.record(self.started.elapsed().as_secs_f64()),
+            _ => {}
+        }
         debug!(
             api = self.api,
             version = self.version,
@@ -275,7 +288,7 @@ impl Drop for Finished {
     }
 }
 
-fn api_name(key: ApiKey) -> &'static str {
+pub(crate) fn api_name(key: ApiKey) -> &'static str {
     match key {
         ApiKey::Produce => "Produce",
         ApiKey::Fetch => "Fetch",
@@ -342,7 +355,7 @@ fn bare_error(correlation_id: i32, error: ResponseError) -> BytesMut {
     let mut buf = BytesMut::with_capacity(10);
     buf.put_i32(6);
     buf.put_i32(correlation_id);
-    buf.put_i16(error.code());
+    buf.put_i16(crate::metrics::count(error.code()));
     buf
 }
 

@@ -26,7 +26,10 @@ pub async fn handle(ctx: &Ctx, req: OffsetCommitRequest, _version: i16) -> Offse
                 .as_ref()
                 .is_ok_and(|&n| u32::try_from(p.partition_index).is_ok_and(|i| i < n));
             if !exists {
-                codes.insert(tp, ResponseError::UnknownTopicOrPartition.code());
+                codes.insert(
+                    tp,
+                    crate::metrics::count(ResponseError::UnknownTopicOrPartition.code()),
+                );
                 continue;
             }
             offsets.push(OffsetCommit {
@@ -49,10 +52,10 @@ pub async fn handle(ctx: &Ctx, req: OffsetCommitRequest, _version: i16) -> Offse
         match ctx.broker.groups().commit_offsets(commit).await {
             Ok(results) => {
                 for (tp, r) in results {
-                    codes.insert(tp, r.err().map_or(0, |e| e.code()));
+                    codes.insert(tp, r.err().map_or(0, |e| crate::metrics::count(e.code())));
                 }
             }
-            Err(e) => all = Some(e.code()),
+            Err(e) => all = Some(crate::metrics::count(e.code())),
         }
     }
     let topics = req

@@ -28,7 +28,10 @@ pub async fn handle(ctx: &Ctx, req: OffsetDeleteRequest, _version: i16) -> Offse
             if exists {
                 known.push(tp);
             } else {
-                codes.insert(tp, ResponseError::UnknownTopicOrPartition.code());
+                codes.insert(
+                    tp,
+                    crate::metrics::count(ResponseError::UnknownTopicOrPartition.code()),
+                );
             }
         }
     }
@@ -41,10 +44,10 @@ pub async fn handle(ctx: &Ctx, req: OffsetDeleteRequest, _version: i16) -> Offse
     {
         Ok(results) => {
             for (tp, r) in results {
-                codes.insert(tp, r.err().map_or(0, |e| e.code()));
+                codes.insert(tp, r.err().map_or(0, |e| crate::metrics::count(e.code())));
             }
         }
-        Err(e) => return resp.with_error_code(e.code()),
+        Err(e) => return resp.with_error_code(crate::metrics::count(e.code())),
     }
     let topics = req
         .topics

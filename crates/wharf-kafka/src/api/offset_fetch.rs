@@ -40,7 +40,7 @@ async fn fetch(
         .groups()
         .fetch_offsets(group_id, wanted)
         .await
-        .map_err(|e| e.code())?;
+        .map_err(|e| crate::metrics::count(e.code()))?;
     let mut found: BTreeMap<TopicPartition, Option<CommittedOffset>> = found.into_iter().collect();
     Ok(match topics {
         // In request order.

@@ -26,7 +26,9 @@ pub async fn handle(
                 .map(|p| {
                     let resp = EpochEndOffset::default().with_partition(p.partition);
                     let offsets = u32::try_from(p.partition)
-                        .map_err(|_| ResponseError::UnknownTopicOrPartition.code())
+                        .map_err(|_| {
+                            crate::metrics::count(ResponseError::UnknownTopicOrPartition.code())
+                        })
                         .and_then(|i| ctx.broker.offsets(&name, i).map_err(|e| errors::code(&e)));
                     match offsets {
                         Ok(_) if p.leader_epoch < 0 => {

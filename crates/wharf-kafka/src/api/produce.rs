@@ -46,11 +46,15 @@ pub async fn start(
 ) -> impl std::future::Future<Output = Option<ProduceResponse>> + Send + 'static {
     let acks = req.acks;
     let refused = if !matches!(acks, -1..=1) {
-        Some(ResponseError::InvalidRequiredAcks.code())
+        Some(crate::metrics::count(
+            ResponseError::InvalidRequiredAcks.code(),
+        ))
     } else if req.transactional_id.is_some() {
         // Transactions are not implemented (InitProducerId refuses transactional ids), so
         // a transactional request comes from a confused client.
-        Some(ResponseError::TransactionalIdAuthorizationFailed.code())
+        Some(crate::metrics::count(
+            ResponseError::TransactionalIdAuthorizationFailed.code(),
+        ))
     } else {
         None
     };
@@ -92,8 +96,12 @@ pub async fn start(
             }
             partitions.push(match (&known, u32::try_from(p.index), p.records) {
                 (Err(code), _, _) => failed(*code),
-                (Ok(()), Err(_), _) => failed(ResponseError::UnknownTopicOrPartition.code()),
-                (Ok(()), Ok(_), None) => failed(ResponseError::CorruptMessage.code()),
+                (Ok(()), Err(_), _) => failed(crate::metrics::count(
+                    ResponseError::UnknownTopicOrPartition.code(),
+                )),
+                (Ok(()), Ok(_), None) => {
+                    failed(crate::metrics::count(ResponseError::CorruptMessage.code()))
+                }
                 (Ok(()), Ok(index), Some(records)) => {
                     appends.push(append(
                         &ctx.broker,
@@ -162,7 +170,9 @@ pub async fn start(
 fn internal(index: i32, reason: &str) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
         .with_index(index)
-        .with_error_code(ResponseError::UnknownServerError.code())
+        .with_error_code(crate::metrics::count(
+            ResponseError::UnknownServerError.code(),
+        ))
         .with_base_offset(-1)
         .with_error_message(Some(str_bytes(reason)))
 }

@@ -31,6 +31,6 @@ pub async fn handle(ctx: &Ctx, req: SyncGroupRequest, version: i16) -> SyncGroup
                 resp
             }
         }
-        Err(e) => SyncGroupResponse::default().with_error_code(e.code()),
+        Err(e) => SyncGroupResponse::default().with_error_code(crate::metrics::count(e.code())),
     }
 }

@@ -3,6 +3,7 @@
 //! `wharf_core::queue::Queues`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::PathRejection;
@@ -18,6 +19,7 @@ use wharf_core::queue::{
 };
 
 use super::{ApiError, ErrorBody, JsonBody};
+use wharf_core::Broker;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -558,6 +560,7 @@ pub async fn list_subscriptions(
 )]
 pub async fn pull(
     State(queues): State<Queues>,
+    State(broker): State<Arc<Broker>>,
     path: Result<Path<(String, String)>, PathRejection>,
     JsonBody(req): JsonBody<PullRequest>,
 ) -> Result<Json<PullResponse>, ApiError> {
@@ -583,6 +586,16 @@ pub async fn pull(
             Duration::from_millis(wait),
         )
         .await?;
+    if let Some(m) = broker.topic_metrics(&topic) {
+        let bytes: usize = got
+            .iter()
+            .map(|p| {
+                p.message.key.as_ref().map_or(0, |k| k.len())
+                    + p.message.value.as_ref().map_or(0, |v| v.len())
+            })
+            .sum();
+        m.pulled(got.len() as u64, bytes as u64);
+    }
     Ok(Json(PullResponse {
         messages: got.into_iter().map(PulledMessage::from).collect(),
     }))
