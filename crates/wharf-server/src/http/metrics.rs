@@ -1,9 +1,11 @@
 //! HTTP request metrics and `GET /metrics`.
 //!
 //! Every answered request counts in `wharf_http_requests_total{route,status}`: `route`
-//! is the method and the route's template (`POST /v1/topics/{topic}/messages`), never
-//! the concrete path, so topics and subscriptions do not multiply the series; requests
-//! no route matched count as `unmatched`. `status` is the class (`2xx` … `5xx`).
+//! is the method and the route's template, parameters written `:name`
+//! (`POST /v1/topics/:topic/messages`: braces inside label values trip simple
+//! exposition parsers and need escaping in PromQL regexes), never the concrete path,
+//! so topics and subscriptions do not multiply the series; requests no route matched
+//! (404, 405) count as `unmatched`. `status` is the class (`2xx` … `5xx`).
 //! Publish and pull also record their latency in
 //! `wharf_http_request_duration_seconds{route}`. The handles are made once, when the
 //! router is built, in a table the middleware only reads: a request costs a hash
@@ -106,7 +108,8 @@ impl HttpMetrics {
             let Ok(m) = Method::from_bytes(method.as_bytes()) else {
                 continue;
             };
-            let handles = RouteMetrics::new(&format!("{method} {path}"), TIMED.contains(&path));
+            let label = format!("{method} {}", route_label(path));
+            let handles = RouteMetrics::new(&label, TIMED.contains(&path));
             routes.entry(path).or_default().push((m, handles));
         }
         HttpMetrics {
@@ -120,6 +123,11 @@ impl HttpMetrics {
             .and_then(|ms| ms.iter().find(|(m, _)| m == method))
             .map_or(&self.unmatched, |(_, h)| h)
     }
+}
+
+/// `/v1/topics/{topic}` → `/v1/topics/:topic`.
+pub fn route_label(template: &str) -> String {
+    template.replace('{', ":").replace('}', "")
 }
 
 /// Middleware: counts the answer by route and status class, times publish and pull.
@@ -154,4 +162,40 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_of_the_openapi_document_has_its_handles() {
+        let doc = serde_json::to_value(<super::super::ApiDoc as utoipa::OpenApi>::openapi())
+            .expect("document");
+        let mut documented = Vec::new();
+        for (path, ops) in doc["paths"].as_object().expect("paths") {
+            for method in ops.as_object().expect("operations").keys() {
+                documented.push((method.to_uppercase(), path.clone()));
+            }
+        }
+        documented.sort();
+        let mut listed: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        listed.sort();
+        assert_eq!(documented, listed);
+        let table = HttpMetrics::new();
+        for (m, p) in ROUTES {
+            let method = Method::from_bytes(m.as_bytes()).expect("method");
+            assert!(
+                !std::ptr::eq(table.find(&method, Some(p)), &table.unmatched),
+                "{m} {p}"
+            );
+        }
+        assert_eq!(
+            route_label("/v1/topics/{topic}/subscriptions/{subscription}/pull"),
+            "/v1/topics/:topic/subscriptions/:subscription/pull"
+        );
+    }
 }

@@ -6,6 +6,7 @@ mod http_publish;
 mod http_queues;
 mod http_topics;
 mod kcat;
+mod metrics;
 mod rdkafka_client;
 mod serve;
 mod tracing;
@@ -40,6 +41,7 @@ fn wharf() -> Command {
         "WHARF_AUTO_CREATE_TOPICS",
         "WHARF_LOG_FORMAT",
         "WHARF_OTLP_ENDPOINT",
+        "WHARF_METRICS_PARTITION_LABELS",
     ] {
         cmd.env_remove(var);
     }
