@@ -662,3 +662,118 @@ fn every_metric_the_dashboard_charts_is_in_a_scrape_after_traffic() {
     );
     server.stop();
 }
+
+#[test]
+fn back_pressure_counts_held_produces_and_turned_away_publishes() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(serve_on(dir.path()));
+    let a = server.http;
+    let (s, b) = http(
+        a,
+        "POST",
+        "/v1/topics",
+        &json!({"name": "bp", "partitions": 1}),
+    );
+    assert_eq!(s, 201, "{b}");
+    let sub = "/v1/topics/bp/subscriptions/s";
+    let (s, b) = http(
+        a,
+        "PUT",
+        sub,
+        &json!({"max_backlog_messages": 2, "backlog_policy": "block"}),
+    );
+    assert_eq!(s, 201, "{b}");
+    let publish = |v: &str| {
+        http(
+            a,
+            "POST",
+            "/v1/topics/bp/messages",
+            &json!({"messages": [{"value": v}]}),
+        )
+        .0
+    };
+    assert_eq!(publish("m0"), 200);
+    assert_eq!(publish("m1"), 200);
+    let t = [("topic", "bp")];
+    let throttled = [("topic", "bp"), ("reason", "throttled")];
+    let full = [("topic", "bp"), ("reason", "backlog_full")];
+
+    // HTTP: over the limit under `block`, a publish is answered 429 at once.
+    let before = scrape(a);
+    assert_eq!(publish("m2"), 429);
+    let after = scrape(a);
+    let rejections =
+        |m: &Metrics, l: &[(&str, &str)]| m.value("wharf_backpressure_rejections_total", l);
+    assert_eq!(
+        rejections(&after, &throttled) - rejections(&before, &throttled),
+        1.0
+    );
+
+    // Kafka: a produce is held until a consumer drains the backlog (after ~0.5 s).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka_addr(&server))
+        .set("acks", "all")
+        .set("message.timeout.ms", "20000")
+        .create()
+        .expect("producer");
+    let send = |value: &str| {
+        rt.block_on(producer.send(
+            FutureRecord::<(), _>::to("bp").partition(0).payload(value),
+            Duration::from_secs(20),
+        ))
+        .map_err(|(e, _)| e)
+    };
+    let drain = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        let (_, b) = http(
+            a,
+            "POST",
+            &format!("{sub}/pull"),
+            &json!({"max_messages": 10, "wait_ms": 1000}),
+        );
+        let ids: Vec<Json> = b["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .map(|m| m["ack_id"].clone())
+            .collect();
+        http(a, "POST", &format!("{sub}/ack"), &json!({ "ack_ids": ids }));
+    });
+    let before = scrape(a);
+    send("held").expect("stored once the backlog drained");
+    drain.join().unwrap();
+    let after = scrape(a);
+    let held_n = after.observations("wharf_produce_throttle_seconds", &t)
+        - before.observations("wharf_produce_throttle_seconds", &t);
+    assert_eq!(held_n, 1.0, "{}", after.text);
+    let held_s = after.value("wharf_produce_throttle_seconds_sum", &t)
+        - before.value("wharf_produce_throttle_seconds_sum", &t);
+    assert!((0.3..5.5).contains(&held_s), "held {held_s} s");
+
+    // `reject`: refused, over HTTP (409) and Kafka (POLICY_VIOLATION).
+    let (s, b) = http(
+        a,
+        "PUT",
+        sub,
+        &json!({"max_backlog_messages": 1, "backlog_policy": "reject"}),
+    );
+    assert_eq!(s, 200, "{b}");
+    let before = scrape(a);
+    assert_eq!(publish("refused"), 409);
+    assert!(send("refused").is_err());
+    let after = scrape(a);
+    assert_eq!(rejections(&after, &full) - rejections(&before, &full), 2.0);
+    let code = [("code", "POLICY_VIOLATION")];
+    assert!(
+        after.value("wharf_kafka_errors_total", &code)
+            - before.value("wharf_kafka_errors_total", &code)
+            >= 1.0
+    );
+    server.stop();
+}
