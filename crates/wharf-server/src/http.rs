@@ -440,6 +440,7 @@ mod tests {
         for (path, method) in [
             ("/health", "get"),
             ("/v1/openapi.json", "get"),
+            ("/metrics", "get"),
             ("/v1/topics", "get"),
             ("/v1/topics", "post"),
             ("/v1/topics/{topic}", "get"),
