@@ -12,6 +12,9 @@
 //! | `wharf_bytes_in_total` | `topic` | record-batch bytes appended |
 //! | `wharf_messages_out_total` | `topic`, `via` | records handed to consumers: `kafka_fetch`, `queue_pull` |
 //! | `wharf_bytes_out_total` | `topic`, `via` | batch bytes of fetch responses; payload bytes (key + value) of pulls |
+//!
+//! A fetch sends stored batches whole, so one that starts inside a batch counts that
+//! batch's earlier records (and bytes) too: "out" is what went over the wire.
 //! | `wharf_produce_throttle_seconds` | `topic` | how long a Kafka produce was held by queue back-pressure (histogram) |
 //! | `wharf_backpressure_rejections_total` | `topic`, `reason` | produces and publishes turned away: `throttled`, `backlog_full` |
 
@@ -107,4 +110,37 @@ pub fn count_records(mut batches: &[u8]) -> (u64, u64) {
         batches = &batches[len..];
     }
     (records, total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wharf_log::batch::{Record, RecordBatchBuilder};
+
+    fn batch(records: usize) -> Vec<u8> {
+        let mut b = RecordBatchBuilder::new();
+        for _ in 0..records {
+            b.push(&Record {
+                key: None,
+                value: Some(b"value"),
+                headers: vec![],
+                timestamp: 1,
+            });
+        }
+        b.build()
+    }
+
+    #[test]
+    fn records_are_counted_from_the_batch_headers_and_a_torn_tail_is_not() {
+        let mut bytes = batch(3);
+        bytes.extend(batch(1));
+        bytes.extend(batch(5));
+        let total = bytes.len() as u64;
+        assert_eq!(count_records(&bytes), (9, total));
+        let whole = bytes.len();
+        bytes.extend(&batch(7)[..20]);
+        assert_eq!(count_records(&bytes).0, 9);
+        assert_eq!(count_records(&bytes[..whole - 1]).0, 4);
+        assert_eq!(count_records(&[]), (0, 0));
+    }
 }
