@@ -9,6 +9,8 @@
 //! Events are reported after the state changed in memory; an ack's or nack's event may
 //! come before its journal record is durable (and the request may still fail on that).
 
+use uuid::Uuid;
+
 use crate::queue::AckId;
 use crate::records::Message;
 
@@ -22,6 +24,8 @@ pub trait QueueObserver: Send + Sync {
 #[derive(Debug, Clone, Copy)]
 pub struct QueueEvent<'a> {
     pub topic: &'a str,
+    /// The topic's id: tells a re-created topic of the same name from the old one.
+    pub topic_id: Uuid,
     pub subscription: &'a str,
     pub partition: u32,
     pub offset: u64,

@@ -369,6 +369,7 @@ impl Queues {
             };
             self.emit(&QueueEvent {
                 topic: &sub.topic,
+                topic_id: sub.topic_id,
                 subscription: &sub.name,
                 partition,
                 offset,
@@ -875,6 +876,7 @@ impl Queues {
             if observed {
                 self.emit(&QueueEvent {
                     topic: &sub.topic,
+                    topic_id: sub.topic_id,
                     subscription: &sub.name,
                     partition: p,
                     offset: o,
@@ -949,13 +951,14 @@ impl Queues {
     /// Acks messages (durable before this returns).
     pub async fn ack(&self, topic: &str, name: &str, ids: &[AckId]) -> Result<Vec<Outcome>> {
         let sub = self.get(topic, name)?;
+        let now = now_ms();
         let (out, rx, events) = {
             let mut st = lock(&sub.state);
             let out = st.ack(ids);
             let rx = self.flush(&sub, &mut st, true)?;
             (out, rx, std::mem::take(&mut st.events))
         };
-        self.report(&sub, &events, now_ms(), "");
+        self.report(&sub, &events, now, "");
         Self::durable(rx).await?;
         self.settle(&sub);
         Ok(out)
@@ -1097,8 +1100,11 @@ impl Queues {
             }
             cursors.push((dp, pos));
         }
-        let (n, rx, events) = {
+        // Event times are taken under the lock, so a delivery after the redrive cannot be
+        // stamped before it.
+        let (n, rx, events, now) = {
             let mut st = lock(&sub.state);
+            let now = now_ms();
             let mut n = 0;
             for (p, offsets) in &found {
                 n += st.reopen(*p, offsets) as u64;
@@ -1112,9 +1118,8 @@ impl Queues {
                 });
             }
             let rx = self.flush(&sub, &mut st, true)?;
-            (n, rx, std::mem::take(&mut st.events))
+            (n, rx, std::mem::take(&mut st.events), now)
         };
-        let now = now_ms();
         for h in &events {
             let Happened::Reopened { partition, offset } = *h else {
                 continue;
@@ -1124,6 +1129,7 @@ impl Queues {
             };
             self.emit(&QueueEvent {
                 topic: &sub.topic,
+                topic_id: sub.topic_id,
                 subscription: &sub.name,
                 partition,
                 offset,
@@ -1152,6 +1158,7 @@ impl Queues {
     async fn dead_letter(&self, sub: Arc<Sub>, dlq: String, dead: Vec<DeadLetter>) {
         let result = self.append_dead_letters(&sub, &dlq, &dead).await;
         let mut st = lock(&sub.state);
+        let now = now_ms();
         let mut appended = None;
         match result {
             Ok((base, messages)) => {
@@ -1178,13 +1185,13 @@ impl Queues {
         let _ = self.flush(&sub, &mut st, false);
         drop(st);
         if let Some((base, messages, done)) = appended {
-            let now = now_ms();
             for (i, ((d, m), removed)) in dead.iter().zip(&messages).zip(done).enumerate() {
                 if !removed {
                     continue;
                 }
                 self.emit(&QueueEvent {
                     topic: &sub.topic,
+                    topic_id: sub.topic_id,
                     subscription: &sub.name,
                     partition: d.partition,
                     offset: d.offset,

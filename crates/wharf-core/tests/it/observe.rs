@@ -14,6 +14,7 @@ struct Recorder(Mutex<Vec<String>>);
 
 impl QueueObserver for Recorder {
     fn on_event(&self, e: &QueueEvent<'_>) {
+        assert!(!e.topic_id.is_nil());
         let trace = e
             .message
             .and_then(|m| m.header("traceparent"))
