@@ -24,7 +24,9 @@
 //! lists what it decided ([`SubState::events`], only while somebody observes); the
 //! manager adds what only it knows (deliveries with their records, dead letters with
 //! their place in the dead-letter topic, redrives with the dead letter they came from).
-//! With no observer registered nothing is listed or built.
+//! With no observer registered nothing is listed or built. Every event's time is read
+//! under the subscription's lock, so the events of one message are stamped in the order
+//! they happened (a delivery's time is that of its lease).
 //!
 //! Lock order: the subscription map, then one subscription's state; neither is held
 //! across an `.await`. The observer list is read-locked only to call the observers.
@@ -749,14 +751,16 @@ impl Queues {
     ) -> Result<Vec<Delivery>> {
         let broker = &self.inner.broker;
         let partitions = broker.describe_topic(&sub.topic)?.partitions;
-        let now = now_ms();
-        let (mut got, events) = {
+        let (mut got, events, now) = {
             let mut st = lock(&sub.state);
+            // Taken under the lock, as every event time: a select after a redrive or a
+            // nack is never stamped before it.
+            let now = now_ms();
             st.ensure_partitions(partitions as usize);
             st.expire(now);
             let got = st.select(now, consumer, max);
             self.flush(sub, &mut st, false)?;
-            (got, std::mem::take(&mut st.events))
+            (got, std::mem::take(&mut st.events), now)
         };
         self.report(sub, &events, now, "");
         if got.len() >= max {
@@ -823,16 +827,16 @@ impl Queues {
                     },
                 })
                 .collect();
-            let now = now_ms();
-            let events = {
+            let (events, now) = {
                 let mut st = lock(&sub.state);
+                let now = now_ms();
                 st.add_read(p, from, decoded.end_offset, &recs);
                 if got.len() < max {
                     let more = st.select(now, consumer, max - got.len());
                     got.extend(more);
                 }
                 self.flush(sub, &mut st, false)?;
-                std::mem::take(&mut st.events)
+                (std::mem::take(&mut st.events), now)
             };
             self.report(sub, &events, now, "");
             for m in decoded.messages {
@@ -863,7 +867,6 @@ impl Queues {
         let mut out = Vec::with_capacity(got.len());
         let topic_id = sub.topic_id.simple().to_string();
         let observed = self.observed();
-        let now = now_ms();
         for d in got {
             let (p, o) = (d.ack_id.partition, d.ack_id.offset);
             let Some(message) = cache.remove(&(p, o)) else {
@@ -880,7 +883,7 @@ impl Queues {
                     subscription: &sub.name,
                     partition: p,
                     offset: o,
-                    time_ms: now,
+                    time_ms: d.leased_ms,
                     kind: QueueEventKind::Delivered {
                         consumer,
                         delivery_count: d.ack_id.delivery,
@@ -951,12 +954,12 @@ impl Queues {
     /// Acks messages (durable before this returns).
     pub async fn ack(&self, topic: &str, name: &str, ids: &[AckId]) -> Result<Vec<Outcome>> {
         let sub = self.get(topic, name)?;
-        let now = now_ms();
-        let (out, rx, events) = {
+        let (out, rx, events, now) = {
             let mut st = lock(&sub.state);
+            let now = now_ms();
             let out = st.ack(ids);
             let rx = self.flush(&sub, &mut st, true)?;
-            (out, rx, std::mem::take(&mut st.events))
+            (out, rx, std::mem::take(&mut st.events), now)
         };
         self.report(&sub, &events, now, "");
         Self::durable(rx).await?;
@@ -974,12 +977,12 @@ impl Queues {
         delay_ms: Option<u64>,
     ) -> Result<Vec<Outcome>> {
         let sub = self.get(topic, name)?;
-        let now = now_ms();
-        let (out, rx, events) = {
+        let (out, rx, events, now) = {
             let mut st = lock(&sub.state);
+            let now = now_ms();
             let out = st.nack(now, ids, reason, delay_ms);
             let rx = self.flush(&sub, &mut st, true)?;
-            (out, rx, std::mem::take(&mut st.events))
+            (out, rx, std::mem::take(&mut st.events), now)
         };
         self.report(&sub, &events, now, reason);
         Self::durable(rx).await?;
@@ -1409,7 +1412,6 @@ async fn tick(inner: Weak<Inner>) {
                 inner: Arc::clone(&inner),
             };
             let subs: Vec<Arc<Sub>> = lock(&queues.inner.subs).values().cloned().collect();
-            let now = now_ms();
             for sub in subs {
                 // A subscription dies with its topic (deleted, or deleted and made anew).
                 let gone = match queues.inner.broker.describe_topic(&sub.topic) {
@@ -1422,6 +1424,7 @@ async fn tick(inner: Weak<Inner>) {
                     continue;
                 }
                 let mut st = lock(&sub.state);
+                let now = now_ms();
                 if st.expire(now) > 0 {
                     let _ = queues.flush(&sub, &mut st, false);
                     let events = std::mem::take(&mut st.events);
