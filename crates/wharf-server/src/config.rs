@@ -21,6 +21,8 @@ pub const DEFAULT_KAFKA_ADDR: &str = "127.0.0.1:9092";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_KAFKA_MAX_REQUEST_BYTES: u32 = wharf_kafka::DEFAULT_MAX_REQUEST_BYTES;
 pub const DEFAULT_AUTO_CREATE_TOPICS: bool = true;
+pub const DEFAULT_HISTORY_WINDOW_MS: u64 = wharf_core::history::DEFAULT_HISTORY_WINDOW_MS;
+pub const DEFAULT_HISTORY_MAX_MESSAGES: usize = wharf_core::history::DEFAULT_HISTORY_MAX_MESSAGES;
 
 const SETTINGS_HELP: &str = "\
 Settings of `wharf serve`, each from the command line, else the environment, else the
@@ -45,6 +47,15 @@ Settings of `wharf serve`, each from the command line, else the environment, els
       HTTP API address (GET /health), bound once the broker is open; port 0 picks one.
   --flush <POLICY>        env WHARF_FLUSH, file key flush, default always
       When data is fsync'd: always (no acknowledged loss), interval:<ms>, or never.
+  --history-window-ms <MS>
+                          env WHARF_HISTORY_WINDOW_MS, file key history_window_ms,
+                          default 3600000 (1 hour)
+      How long queue message events are kept for GET …/messages/{p}/{o}/history and
+      `wharf trace` (in memory, lost on restart); 0 turns history off.
+  --history-max-messages <N>
+                          env WHARF_HISTORY_MAX_MESSAGES, file key history_max_messages,
+                          default 100000
+      Most messages whose history is kept; the oldest is forgotten first.
   --config <FILE>         env WHARF_CONFIG, no default
       TOML file with any of the keys above.
 
@@ -61,6 +72,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show the life of one message: published, delivered, acked, nacked, dead-lettered,
+    /// redriven.
+    ///
+    /// Asks a running broker's HTTP API
+    /// (`GET /v1/topics/{topic}/messages/{partition}/{offset}/history`) and prints the
+    /// message and its events as a timeline, or the JSON answer with --json. Events are
+    /// kept in the broker's memory for its --history-window-ms (default 1 hour) and lost
+    /// when it restarts.
+    Trace(TraceArgs),
     /// Start a broker on a data directory and serve it until SIGINT or SIGTERM.
     ///
     /// Opens (creating if needed) the data directory, takes its lock so no second broker
@@ -137,6 +157,23 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_FLUSH", value_name = "POLICY")]
     pub flush: Option<FlushPolicy>,
 
+    /// How long queue message events are kept, in milliseconds; 0 turns history off [default: 3600000 (1 hour)]
+    ///
+    /// Each delivery, ack, nack (with its reason), expired lease, dead letter and redrive
+    /// of a queue message is kept this long, in memory only (lost on restart), for
+    /// `GET /v1/topics/{topic}/messages/{partition}/{offset}/history` and `wharf trace`.
+    /// With 0 nothing is recorded and the pull and ack paths pay nothing for it. Config
+    /// file key: `history_window_ms`.
+    #[arg(long, env = "WHARF_HISTORY_WINDOW_MS", value_name = "MS")]
+    pub history_window_ms: Option<u64>,
+
+    /// Most messages whose history is kept [default: 100000]
+    ///
+    /// Past this many, the message with the oldest recorded event is forgotten first.
+    /// Each event takes about a hundred bytes. Config file key: `history_max_messages`.
+    #[arg(long, env = "WHARF_HISTORY_MAX_MESSAGES", value_name = "N")]
+    pub history_max_messages: Option<usize>,
+
     /// TOML file with any of the keys data_dir, kafka_addr, http_addr, flush, …
     ///
     /// Values in the file apply where neither the command line nor the environment set
@@ -147,6 +184,23 @@ pub struct ServeArgs {
     ///     flush = "interval:100"
     #[arg(long, env = "WHARF_CONFIG", value_name = "FILE", verbatim_doc_comment)]
     pub config: Option<PathBuf>,
+}
+
+/// Arguments of `wharf trace`.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// The message's topic.
+    pub topic: String,
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset.
+    pub offset: u64,
+    /// The broker's HTTP API, HOST:PORT [default: 127.0.0.1:8080]
+    #[arg(long, env = "WHARF_HTTP_ADDR", value_name = "HOST:PORT")]
+    pub http_addr: Option<String>,
+    /// Print the API's JSON answer instead of the timeline.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where a setting's value came from; logged at startup to make precedence visible.
@@ -180,6 +234,9 @@ pub struct ServeConfig {
     pub kafka_advertised_addr: (Option<AdvertisedAddr>, Source),
     pub kafka_max_request_bytes: (u32, Source),
     pub auto_create_topics: (bool, Source),
+    /// 0: history off.
+    pub history_window_ms: (u64, Source),
+    pub history_max_messages: (usize, Source),
     pub config_file: Option<PathBuf>,
 }
 
@@ -232,6 +289,8 @@ struct FileConfig {
     kafka_advertised_addr: Option<String>,
     kafka_max_request_bytes: Option<u32>,
     auto_create_topics: Option<bool>,
+    history_window_ms: Option<u64>,
+    history_max_messages: Option<usize>,
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -327,6 +386,16 @@ impl ServeConfig {
             (None, Some(b)) => (b, Source::ConfigFile),
             (None, None) => (DEFAULT_AUTO_CREATE_TOPICS, Source::Default),
         };
+        let history_window_ms = match (args.history_window_ms, file.history_window_ms) {
+            (Some(n), _) => (n, source_of(matches, "history_window_ms")),
+            (None, Some(n)) => (n, Source::ConfigFile),
+            (None, None) => (DEFAULT_HISTORY_WINDOW_MS, Source::Default),
+        };
+        let history_max_messages = match (args.history_max_messages, file.history_max_messages) {
+            (Some(n), _) => (n, source_of(matches, "history_max_messages")),
+            (None, Some(n)) => (n, Source::ConfigFile),
+            (None, None) => (DEFAULT_HISTORY_MAX_MESSAGES, Source::Default),
+        };
         Ok(ServeConfig {
             data_dir,
             kafka_addr,
@@ -335,6 +404,8 @@ impl ServeConfig {
             kafka_advertised_addr,
             kafka_max_request_bytes,
             auto_create_topics,
+            history_window_ms,
+            history_max_messages,
             config_file: args.config.clone(),
         })
     }
@@ -359,6 +430,8 @@ mod tests {
             kafka_advertised_addr: None,
             kafka_max_request_bytes: None,
             auto_create_topics: None,
+            history_window_ms: None,
+            history_max_messages: None,
             config,
         }
     }
@@ -392,6 +465,22 @@ mod tests {
         assert_eq!(c.flush, (FlushPolicy::Never, Source::ConfigFile));
         assert_eq!(c.kafka_addr.0.to_string(), "0.0.0.0:19092");
         assert_eq!(c.http_addr.1, Source::Default);
+    }
+
+    #[test]
+    fn history_settings_come_from_the_file_or_default() {
+        let c = ServeConfig::resolve(&args(None, None), None).unwrap();
+        assert_eq!(c.history_window_ms, (3_600_000, Source::Default));
+        assert_eq!(c.history_max_messages, (100_000, Source::Default));
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "history_window_ms = 0\nhistory_max_messages = 5").unwrap();
+        let mut a = args(None, Some(f.path().into()));
+        let c = ServeConfig::resolve(&a, None).unwrap();
+        assert_eq!(c.history_window_ms, (0, Source::ConfigFile));
+        assert_eq!(c.history_max_messages, (5, Source::ConfigFile));
+        a.history_window_ms = Some(60_000);
+        let c = ServeConfig::resolve(&a, None).unwrap();
+        assert_eq!(c.history_window_ms, (60_000, Source::CommandLine));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The HTTP front-end: `GET /health`, the topic admin API under `/v1/topics`, publishing
-//! (`POST /v1/topics/{topic}/messages`), and the OpenAPI document at
-//! `GET /v1/openapi.json`.
+//! (`POST /v1/topics/{topic}/messages`), queue subscriptions, a message's history
+//! (`GET /v1/topics/{topic}/messages/{partition}/{offset}/history`), and the OpenAPI
+//! document at `GET /v1/openapi.json`.
 //!
 //! Every error body has one shape, so clients parse one thing:
 //! `{"error":{"code":"not_found","message":"…"}}`. That includes what axum would
@@ -15,6 +16,7 @@
 //! The OpenAPI document is derived (utoipa) from the same request and response types
 //! the handlers use, so a changed field shows up in both.
 
+mod history;
 mod publish;
 mod subscriptions;
 mod topics;
@@ -33,6 +35,7 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::error;
 use utoipa::{OpenApi, ToSchema};
+use wharf_core::history::MessageHistory;
 use wharf_core::queue::Queues;
 use wharf_core::{Broker, CoreError};
 
@@ -46,11 +49,13 @@ pub const ADMIN_BODY_LIMIT: usize = 1 << 20;
 /// with 413 before they are buffered whole; send several requests instead.
 pub const PUBLISH_BODY_LIMIT: usize = 16 << 20;
 
-/// What every handler may reach: the broker and its queue subscriptions.
+/// What every handler may reach: the broker, its queue subscriptions and their message
+/// history.
 #[derive(Clone)]
 pub struct AppState {
     pub broker: Arc<Broker>,
     pub queues: Queues,
+    pub history: Arc<MessageHistory>,
 }
 
 impl FromRef<AppState> for Arc<Broker> {
@@ -67,7 +72,7 @@ impl FromRef<AppState> for Queues {
 
 /// The HTTP API's routes, over the open broker. The listener is bound only after
 /// `Broker::open`, so `/health` answering means ready.
-pub fn router(broker: Arc<Broker>, queues: Queues) -> Router {
+pub fn router(broker: Arc<Broker>, queues: Queues, history: Arc<MessageHistory>) -> Router {
     const SUB: &str = "/v1/topics/{topic}/subscriptions/{subscription}";
     let admin = Router::new()
         .route(
@@ -94,6 +99,10 @@ pub fn router(broker: Arc<Broker>, queues: Queues) -> Router {
         .route(&format!("{SUB}/extend"), post(subscriptions::extend))
         .route(&format!("{SUB}/seek"), post(subscriptions::seek))
         .route(&format!("{SUB}/redrive"), post(subscriptions::redrive))
+        .route(
+            "/v1/topics/{topic}/messages/{partition}/{offset}/history",
+            get(history::message_history),
+        )
         .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT));
     let messages = Router::new()
         .route("/v1/topics/{topic}/messages", post(publish::publish))
@@ -105,7 +114,11 @@ pub fn router(broker: Arc<Broker>, queues: Queues) -> Router {
         .merge(messages)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(AppState { broker, queues })
+        .with_state(AppState {
+            broker,
+            queues,
+            history,
+        })
 }
 
 /// The OpenAPI 3 document of every route above.
@@ -132,7 +145,8 @@ pub fn router(broker: Arc<Broker>, queues: Queues) -> Router {
         subscriptions::extend,
         subscriptions::seek,
         subscriptions::redrive,
-        publish::publish
+        publish::publish,
+        history::message_history
     ),
     components(schemas(
         ErrorBody,
@@ -141,7 +155,12 @@ pub fn router(broker: Arc<Broker>, queues: Queues) -> Router {
         publish::PublishRequest,
         publish::PublishMessage,
         publish::PublishResponse,
-        publish::PublishedMessage
+        publish::PublishedMessage,
+        history::MessageHistoryResponse,
+        history::StoredMessage,
+        history::MessageEvent,
+        history::MessageLocation,
+        history::DeadLetterOf
     ))
 )]
 pub struct ApiDoc;
@@ -214,7 +233,7 @@ impl From<CoreError> for ApiError {
             E::BacklogFull { .. } => (StatusCode::CONFLICT, "backlog_full"),
             E::QueueUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             E::TopicExists { .. } => (StatusCode::CONFLICT, "already_exists"),
-            E::UnknownTopic { .. } | E::UnknownPartition { .. } => {
+            E::UnknownTopic { .. } | E::UnknownPartition { .. } | E::UnknownOffset { .. } => {
                 (StatusCode::NOT_FOUND, "not_found")
             }
             E::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -428,6 +447,10 @@ mod tests {
             ("/v1/topics/{topic}", "get"),
             ("/v1/topics/{topic}", "delete"),
             ("/v1/topics/{topic}/messages", "post"),
+            (
+                "/v1/topics/{topic}/messages/{partition}/{offset}/history",
+                "get",
+            ),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path}: {doc:#}");
         }

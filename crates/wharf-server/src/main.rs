@@ -3,6 +3,7 @@
 
 mod config;
 mod http;
+mod trace;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -16,6 +17,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
+use wharf_core::history::MessageHistory;
 use wharf_core::queue::Queues;
 use wharf_core::{Broker, BrokerConfig};
 use wharf_kafka::{KafkaConfig, KafkaListener};
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => {
             ServeConfig::resolve(args, matches.subcommand_matches("serve")).and_then(run_serve)
         }
+        Command::Trace(args) => trace::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -134,9 +137,11 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
         ..KafkaConfig::default()
     };
     let queues = Queues::open(Arc::clone(&broker)).await?;
+    let history = message_history(&config, &queues);
     let served = serve_listeners(
         Arc::clone(&broker),
         queues.clone(),
+        history,
         kafka_addr,
         kafka_config,
         http_addr,
@@ -163,11 +168,32 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     }
 }
 
+/// The queue message history (`--history-window-ms`, `--history-max-messages`),
+/// registered as an observer of the queues unless it is off.
+fn message_history(config: &ServeConfig, queues: &Queues) -> Arc<MessageHistory> {
+    let (window_ms, window_from) = config.history_window_ms;
+    let (max_messages, max_from) = config.history_max_messages;
+    let history = Arc::new(MessageHistory::new(window_ms, max_messages));
+    if history.enabled() {
+        queues.add_observer(history.clone());
+    }
+    info!(
+        history_window_ms = window_ms,
+        history_window_ms_from = %window_from,
+        history_max_messages = max_messages,
+        history_max_messages_from = %max_from,
+        "queue message history {}",
+        if history.enabled() { "on (in memory, lost on restart)" } else { "off" }
+    );
+    history
+}
+
 /// Binds the Kafka listener, then the HTTP listener (so an answering `/health` means
 /// every listener is up), and serves both until `stop`.
 async fn serve_listeners(
     broker: Arc<Broker>,
     queues: Queues,
+    history: Arc<MessageHistory>,
     kafka_addr: std::net::SocketAddr,
     kafka_config: KafkaConfig,
     http_addr: std::net::SocketAddr,
@@ -191,7 +217,7 @@ async fn serve_listeners(
     // the HTTP listener cannot be bound.
     let (kafka_stop, kafka_stopped) = watch::channel(false);
     let kafka_task = tokio::spawn(kafka.serve(stopped(kafka_stopped)));
-    let http = serve_http(http_addr, broker, queues, stop).await;
+    let http = serve_http(http_addr, broker, queues, history, stop).await;
     let _ = kafka_stop.send(true);
     if let Err(e) = kafka_task.await {
         error!(error = %e, "the Kafka listener task failed");
@@ -204,6 +230,7 @@ async fn serve_http(
     http_addr: std::net::SocketAddr,
     broker: Arc<Broker>,
     queues: Queues,
+    history: Arc<MessageHistory>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(http_addr)
@@ -222,7 +249,7 @@ async fn serve_http(
             warn!(error = %e, "could not set TCP_NODELAY on an HTTP connection");
         }
     });
-    let server = axum::serve(listener, http::router(broker, queues))
+    let server = axum::serve(listener, http::router(broker, queues, history))
         .with_graceful_shutdown(stopped(stop.clone()));
     let mut server = tokio::spawn(async move { server.await });
     tokio::select! {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod groups;
+mod history;
 mod http_publish;
 mod http_queues;
 mod http_topics;
@@ -37,6 +38,8 @@ fn wharf() -> Command {
         "WHARF_KAFKA_ADVERTISED_ADDR",
         "WHARF_KAFKA_MAX_REQUEST_BYTES",
         "WHARF_AUTO_CREATE_TOPICS",
+        "WHARF_HISTORY_WINDOW_MS",
+        "WHARF_HISTORY_MAX_MESSAGES",
     ] {
         cmd.env_remove(var);
     }

@@ -1,0 +1,683 @@
+//! Message history: what the queue subscriptions did to each message (deliveries, acks,
+//! nacks and their reasons, expired leases, dead letters, redrives), kept in memory for
+//! a window of time, so that a message's life can be looked up afterwards.
+//!
+//! [`MessageHistory`] is a [`QueueObserver`]: registered with
+//! [`crate::queue::Queues::add_observer`], it stores each event under its message
+//! (topic, partition, offset). It is bounded twice: events older than the window are
+//! pruned as new ones come in and when a message is looked up, and at most
+//! `max_messages` messages are held, the one with the oldest event evicted first.
+//! Nothing is written to disk: the history starts empty after a restart.
+//!
+//! Memory: per event a small record (a time, interned names, counts); per message a
+//! map entry and an entry in the eviction order. Names (subscriptions, consumers,
+//! reasons, dead-letter topics) are interned per shard, and the intern table drops names
+//! no event uses any more whenever it has doubled. The store is split into shards by
+//! message, each behind its own mutex held only to push or copy events, so concurrent
+//! pulls of different messages rarely meet.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use uuid::Uuid;
+
+use crate::error::{CoreError, Result};
+use crate::observe::{QueueEvent, QueueEventKind, QueueObserver};
+use crate::queue::dead_letter_headers as dlh;
+use crate::records::{self, Message};
+use crate::Broker;
+
+/// Default window: an hour.
+pub const DEFAULT_HISTORY_WINDOW_MS: u64 = 3_600_000;
+/// Default most messages held.
+pub const DEFAULT_HISTORY_MAX_MESSAGES: usize = 100_000;
+/// Most shards; fewer when `max_messages` is small, so the cap stays exact for small
+/// stores.
+const MAX_SHARDS: usize = 16;
+const MESSAGES_PER_SHARD_MIN: usize = 4_096;
+const INTERN_MIN: usize = 1_024;
+
+/// One recorded event of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEvent {
+    /// Milliseconds since the epoch.
+    pub time_ms: i64,
+    pub subscription: Arc<str>,
+    pub kind: HistoryKind,
+}
+
+/// What happened; see [`QueueEventKind`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryKind {
+    Delivered {
+        consumer: Arc<str>,
+        delivery_count: u32,
+        deadline_ms: i64,
+    },
+    Acked {
+        delivery_count: u32,
+    },
+    Nacked {
+        delivery_count: u32,
+        reason: Arc<str>,
+        redeliver_at_ms: Option<i64>,
+    },
+    LeaseExpired {
+        delivery_count: u32,
+    },
+    Expired,
+    DeadLettered {
+        reason: Arc<str>,
+        delivery_count: u32,
+        dead_letter_topic: Arc<str>,
+        dlq_partition: u32,
+        dlq_offset: u64,
+    },
+    Redriven {
+        from_topic: Arc<str>,
+        from_partition: u32,
+        from_offset: u64,
+    },
+}
+
+impl HistoryKind {
+    /// The event's name, as [`QueueEventKind::name`].
+    pub fn name(&self) -> &'static str {
+        match self {
+            HistoryKind::Delivered { .. } => "delivered",
+            HistoryKind::Acked { .. } => "acked",
+            HistoryKind::Nacked { .. } => "nacked",
+            HistoryKind::LeaseExpired { .. } => "lease_expired",
+            HistoryKind::Expired => "expired",
+            HistoryKind::DeadLettered { .. } => "dead_lettered",
+            HistoryKind::Redriven { .. } => "redriven",
+        }
+    }
+}
+
+/// (time of the message's oldest event, sequence number): the eviction order.
+type Age = (i64, u64);
+
+struct Entry {
+    age: Age,
+    events: Vec<HistoryEvent>,
+}
+
+/// The held messages of one topic.
+struct TopicEntries {
+    /// A topic of this name with another id was deleted: its messages are forgotten.
+    id: Uuid,
+    messages: HashMap<(u32, u64), Entry>,
+}
+
+#[derive(Default)]
+struct Shard {
+    /// Topic -> (partition, offset) -> events.
+    topics: HashMap<Arc<str>, TopicEntries>,
+    /// Every held message by the age of its oldest event.
+    ages: BTreeMap<Age, (Arc<str>, u32, u64)>,
+    messages: usize,
+    seq: u64,
+    names: HashSet<Arc<str>>,
+    names_limit: usize,
+}
+
+impl Shard {
+    fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.names.get(s) {
+            return Arc::clone(a);
+        }
+        if self.names.len() >= self.names_limit.max(INTERN_MIN) {
+            // Names only this table still holds belong to no event.
+            self.names.retain(|a| Arc::strong_count(a) > 1);
+            self.names_limit = (self.names.len() * 2).max(INTERN_MIN);
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.names.insert(Arc::clone(&a));
+        a
+    }
+
+    fn kind(&mut self, k: &QueueEventKind<'_>) -> HistoryKind {
+        match *k {
+            QueueEventKind::Delivered {
+                consumer,
+                delivery_count,
+                deadline_ms,
+                ..
+            } => HistoryKind::Delivered {
+                consumer: self.intern(consumer),
+                delivery_count,
+                deadline_ms,
+            },
+            QueueEventKind::Acked { delivery_count } => HistoryKind::Acked { delivery_count },
+            QueueEventKind::Nacked {
+                delivery_count,
+                reason,
+                redeliver_at_ms,
+            } => HistoryKind::Nacked {
+                delivery_count,
+                reason: self.intern(reason),
+                redeliver_at_ms,
+            },
+            QueueEventKind::LeaseExpired { delivery_count } => {
+                HistoryKind::LeaseExpired { delivery_count }
+            }
+            QueueEventKind::Expired => HistoryKind::Expired,
+            QueueEventKind::DeadLettered {
+                reason,
+                delivery_count,
+                dead_letter_topic,
+                dlq_partition,
+                dlq_offset,
+            } => HistoryKind::DeadLettered {
+                reason: self.intern(reason),
+                delivery_count,
+                dead_letter_topic: self.intern(dead_letter_topic),
+                dlq_partition,
+                dlq_offset,
+            },
+            QueueEventKind::Redriven {
+                from_topic,
+                from_partition,
+                from_offset,
+            } => HistoryKind::Redriven {
+                from_topic: self.intern(from_topic),
+                from_partition,
+                from_offset,
+            },
+        }
+    }
+
+    fn entry_mut(&mut self, topic: &str, p: u32, o: u64) -> Option<&mut Entry> {
+        self.topics.get_mut(topic)?.messages.get_mut(&(p, o))
+    }
+
+    fn remove(&mut self, topic: &str, p: u32, o: u64) -> Option<Entry> {
+        let t = self.topics.get_mut(topic)?;
+        let e = t.messages.remove(&(p, o))?;
+        if t.messages.is_empty() {
+            self.topics.remove(topic);
+        }
+        self.ages.remove(&e.age);
+        self.messages -= 1;
+        Some(e)
+    }
+
+    /// Forgets every message of `topic`.
+    fn forget_topic(&mut self, topic: &str) {
+        if let Some(t) = self.topics.remove(topic) {
+            self.messages -= t.messages.len();
+            for e in t.messages.values() {
+                self.ages.remove(&e.age);
+            }
+        }
+    }
+
+    fn record(&mut self, e: &QueueEvent<'_>, window_ms: i64, cap: usize) {
+        if self.topics.get(e.topic).is_some_and(|t| t.id != e.topic_id) {
+            self.forget_topic(e.topic);
+        }
+        let event = HistoryEvent {
+            time_ms: e.time_ms,
+            subscription: self.intern(e.subscription),
+            kind: self.kind(&e.kind),
+        };
+        if let Some(entry) = self.entry_mut(e.topic, e.partition, e.offset) {
+            entry.events.push(event);
+        } else {
+            self.seq += 1;
+            let age = (e.time_ms, self.seq);
+            let topic = match self.topics.get_key_value(e.topic) {
+                Some((t, _)) => Arc::clone(t),
+                None => Arc::from(e.topic),
+            };
+            self.topics
+                .entry(Arc::clone(&topic))
+                .or_insert_with(|| TopicEntries {
+                    id: e.topic_id,
+                    messages: HashMap::new(),
+                })
+                .messages
+                .insert(
+                    (e.partition, e.offset),
+                    Entry {
+                        age,
+                        events: vec![event],
+                    },
+                );
+            self.ages.insert(age, (topic, e.partition, e.offset));
+            self.messages += 1;
+            while self.messages > cap {
+                let Some((age, (t, p, o))) = self.ages.pop_first() else {
+                    break;
+                };
+                if self.remove(&t, p, o).is_none() {
+                    // Not held (cannot happen): the age alone was stale.
+                    self.ages.remove(&age);
+                }
+            }
+        }
+        self.prune(e.time_ms.saturating_sub(window_ms));
+    }
+
+    /// Drops events older than `cutoff`, and messages left with none.
+    fn prune(&mut self, cutoff: i64) {
+        while let Some(first) = self.ages.first_entry() {
+            if first.key().0 >= cutoff {
+                break;
+            }
+            let (_, (t, p, o)) = first.remove_entry();
+            self.seq += 1;
+            let seq = self.seq;
+            let Some(entry) = self.entry_mut(&t, p, o) else {
+                continue;
+            };
+            entry.events.retain(|ev| ev.time_ms >= cutoff);
+            match entry.events.iter().map(|ev| ev.time_ms).min() {
+                None => {
+                    self.remove(&t, p, o);
+                }
+                Some(oldest) => {
+                    entry.age = (oldest, seq);
+                    self.ages.insert((oldest, seq), (t, p, o));
+                }
+            }
+        }
+    }
+}
+
+/// The history of queue messages for the last `window_ms`; see the module docs.
+pub struct MessageHistory {
+    window_ms: u64,
+    max_messages: usize,
+    shards: Box<[Mutex<Shard>]>,
+    per_shard: usize,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl MessageHistory {
+    /// A store keeping `window_ms` of events of at most `max_messages` messages. With
+    /// either 0 it keeps nothing (and need not be registered).
+    pub fn new(window_ms: u64, max_messages: usize) -> MessageHistory {
+        let n = (max_messages / MESSAGES_PER_SHARD_MIN).clamp(1, MAX_SHARDS);
+        MessageHistory {
+            window_ms,
+            max_messages,
+            shards: (0..n).map(|_| Mutex::new(Shard::default())).collect(),
+            per_shard: max_messages.div_ceil(n),
+            hasher: Default::default(),
+        }
+    }
+
+    /// Whether it keeps anything.
+    pub fn enabled(&self) -> bool {
+        self.window_ms > 0 && self.max_messages > 0
+    }
+
+    pub fn window_ms(&self) -> u64 {
+        self.window_ms
+    }
+
+    pub fn max_messages(&self) -> usize {
+        self.max_messages
+    }
+
+    fn window(&self) -> i64 {
+        i64::try_from(self.window_ms).unwrap_or(i64::MAX)
+    }
+
+    fn shard(&self, topic: &str, partition: u32, offset: u64) -> &Mutex<Shard> {
+        let h = self.hasher.hash_one((topic, partition, offset));
+        &self.shards[(h % self.shards.len() as u64) as usize]
+    }
+
+    /// The events of one message of topic `topic_id` within the window before
+    /// `now_ms`, oldest first (by time; events of the same millisecond in the order they
+    /// were recorded).
+    pub fn events(
+        &self,
+        topic: &str,
+        topic_id: Uuid,
+        partition: u32,
+        offset: u64,
+        now_ms: i64,
+    ) -> Vec<HistoryEvent> {
+        let cutoff = now_ms.saturating_sub(self.window());
+        let mut out = {
+            let mut shard = lock(self.shard(topic, partition, offset));
+            shard.prune(cutoff);
+            if shard.topics.get(topic).is_some_and(|t| t.id != topic_id) {
+                shard.forget_topic(topic);
+            }
+            shard
+                .entry_mut(topic, partition, offset)
+                .map(|e| e.events.clone())
+                .unwrap_or_default()
+        };
+        out.sort_by_key(|e| e.time_ms);
+        out
+    }
+
+    /// How many messages have events held.
+    pub fn messages(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).messages).sum()
+    }
+}
+
+/// Where a dead letter came from, as its `wharf-dlq-*` headers say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterOrigin {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub subscription: Option<String>,
+    pub delivery_count: Option<u32>,
+    pub reason: Option<String>,
+}
+
+impl DeadLetterOrigin {
+    /// The origin a record names, if it is a dead letter.
+    pub fn of(m: &Message) -> Option<DeadLetterOrigin> {
+        let text = |h: &str| {
+            m.header(h)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::to_string)
+        };
+        Some(DeadLetterOrigin {
+            topic: text(dlh::TOPIC)?,
+            partition: u32::try_from(m.header_i64(dlh::PARTITION)?).ok()?,
+            offset: u64::try_from(m.header_i64(dlh::OFFSET)?).ok()?,
+            subscription: text(dlh::SUBSCRIPTION),
+            delivery_count: m
+                .header_i64(dlh::DELIVERY_COUNT)
+                .and_then(|n| u32::try_from(n).ok()),
+            reason: text(dlh::REASON),
+        })
+    }
+}
+
+/// What is known of one stored message: the record as the log holds it, and its
+/// recorded events.
+#[derive(Debug, Clone)]
+pub struct MessageStory {
+    pub topic: String,
+    pub partition: u32,
+    /// Stable across deliveries and subscriptions, as pulls give it:
+    /// `<topic id>-<partition>-<offset>`.
+    pub message_id: String,
+    /// The record; its timestamp is when it was published.
+    pub message: Message,
+    /// Oldest first; empty when nothing happened to it within the window (or history is
+    /// off).
+    pub events: Vec<HistoryEvent>,
+    /// Set when the record is itself a dead letter.
+    pub dead_letter_of: Option<DeadLetterOrigin>,
+}
+
+impl MessageHistory {
+    /// The story of the message at `offset` of `topic`'s `partition`: the record read
+    /// from the log and the events held for it. An unknown topic or partition, or an
+    /// offset with no record below the high watermark, is an error (`UnknownTopic`,
+    /// `UnknownPartition`, `UnknownOffset`).
+    pub async fn story(
+        &self,
+        broker: &Broker,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        now_ms: i64,
+    ) -> Result<MessageStory> {
+        let desc = broker.describe_topic(topic)?;
+        if partition >= desc.partitions {
+            return Err(CoreError::UnknownPartition {
+                topic: topic.into(),
+                partition,
+                partitions: desc.partitions,
+            });
+        }
+        let unknown = |detail: String| CoreError::UnknownOffset {
+            topic: topic.into(),
+            partition,
+            offset,
+            detail,
+        };
+        let o = broker.offsets(topic, partition)?;
+        if offset < o.log_start_offset || offset >= o.high_watermark {
+            return Err(unknown(if o.log_start_offset >= o.high_watermark {
+                "the partition holds no messages".into()
+            } else {
+                format!(
+                    "the partition holds offsets {} to {}",
+                    o.log_start_offset,
+                    o.high_watermark - 1
+                )
+            }));
+        }
+        let read = match broker.read(topic, partition, offset, 1).await {
+            Ok(r) => r,
+            Err(CoreError::Log {
+                source: wharf_log::LogError::OffsetOutOfRange { .. },
+                ..
+            }) => return Err(unknown("deleted by retention".into())),
+            Err(e) => return Err(e),
+        };
+        let decoded =
+            records::decode(read.bytes.into(), offset).map_err(|e| CoreError::Internal {
+                what: "reading a message for its history",
+                reason: e.to_string(),
+            })?;
+        let message = decoded
+            .messages
+            .into_iter()
+            .find(|m| m.offset == offset)
+            .ok_or_else(|| unknown("the offset holds no data record".into()))?;
+        Ok(MessageStory {
+            topic: topic.into(),
+            partition,
+            message_id: format!("{}-{partition}-{offset}", desc.id.simple()),
+            events: self.events(topic, desc.id, partition, offset, now_ms),
+            dead_letter_of: DeadLetterOrigin::of(&message),
+            message,
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each update leaves the shard consistent at every step that could panic.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl QueueObserver for MessageHistory {
+    fn on_event(&self, e: &QueueEvent<'_>) {
+        if !self.enabled() {
+            return;
+        }
+        lock(self.shard(e.topic, e.partition, e.offset)).record(e, self.window(), self.per_shard);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev<'a>(
+        topic: &'a str,
+        offset: u64,
+        time_ms: i64,
+        kind: QueueEventKind<'a>,
+    ) -> QueueEvent<'a> {
+        QueueEvent {
+            topic,
+            topic_id: id(topic),
+            subscription: "s",
+            partition: 0,
+            offset,
+            time_ms,
+            kind,
+            message: None,
+        }
+    }
+
+    /// A fixed id per test topic name.
+    fn id(topic: &str) -> Uuid {
+        Uuid::from_u128(topic.len() as u128)
+    }
+
+    fn acked(n: u32) -> QueueEventKind<'static> {
+        QueueEventKind::Acked { delivery_count: n }
+    }
+
+    fn times(h: &MessageHistory, topic: &str, offset: u64, now: i64) -> Vec<i64> {
+        h.events(topic, id(topic), 0, offset, now)
+            .iter()
+            .map(|e| e.time_ms)
+            .collect()
+    }
+
+    #[test]
+    fn events_older_than_the_window_are_pruned_and_a_message_left_with_none_goes() {
+        let h = MessageHistory::new(1_000, 100);
+        h.on_event(&ev("t", 1, 0, acked(1)));
+        h.on_event(&ev("t", 1, 500, acked(2)));
+        h.on_event(&ev("t", 2, 600, acked(1)));
+        assert_eq!(times(&h, "t", 1, 900), vec![0, 500]);
+        // Recording at 1_200 prunes what is older than 200.
+        h.on_event(&ev("t", 3, 1_200, acked(1)));
+        assert_eq!(times(&h, "t", 1, 1_200), vec![500]);
+        assert_eq!(h.messages(), 3);
+        // A lookup prunes too: at 1_550 the first message has nothing left.
+        assert_eq!(times(&h, "t", 1, 1_550), Vec::<i64>::new());
+        assert_eq!(h.messages(), 2);
+        assert_eq!(times(&h, "t", 2, 1_550), vec![600]);
+        assert_eq!(times(&h, "t", 3, 1_550), vec![1_200]);
+        assert_eq!(times(&h, "t", 3, 2_201), Vec::<i64>::new());
+        assert_eq!(h.messages(), 0);
+    }
+
+    #[test]
+    fn past_the_cap_the_message_with_the_oldest_event_is_evicted_whole() {
+        let h = MessageHistory::new(1_000_000, 3);
+        h.on_event(&ev("t", 1, 10, acked(1)));
+        h.on_event(&ev("t", 2, 20, acked(1)));
+        h.on_event(&ev("u", 3, 30, acked(1)));
+        // More events of message 1 do not make it younger: it came first.
+        h.on_event(&ev("t", 1, 40, acked(2)));
+        h.on_event(&ev("t", 4, 50, acked(1)));
+        assert_eq!(h.messages(), 3);
+        assert_eq!(times(&h, "t", 1, 60), Vec::<i64>::new());
+        assert_eq!(times(&h, "t", 2, 60), vec![20]);
+        assert_eq!(times(&h, "u", 3, 60), vec![30]);
+        assert_eq!(times(&h, "t", 4, 60), vec![50]);
+        h.on_event(&ev("t", 5, 70, acked(1)));
+        assert_eq!(times(&h, "t", 2, 80), Vec::<i64>::new());
+        assert_eq!(h.messages(), 3);
+    }
+
+    #[test]
+    fn a_message_pruned_in_part_is_evicted_by_its_oldest_remaining_event() {
+        let h = MessageHistory::new(100, 2);
+        h.on_event(&ev("t", 1, 0, acked(1)));
+        h.on_event(&ev("t", 2, 50, acked(1)));
+        h.on_event(&ev("t", 1, 90, acked(2)));
+        // At 120, message 1 keeps only its event at 90: now younger than message 2.
+        assert_eq!(times(&h, "t", 1, 120), vec![90]);
+        h.on_event(&ev("t", 3, 120, acked(1)));
+        assert_eq!(times(&h, "t", 2, 120), Vec::<i64>::new());
+        assert_eq!(times(&h, "t", 1, 120), vec![90]);
+    }
+
+    #[test]
+    fn events_come_back_in_time_order_with_their_details() {
+        let h = MessageHistory::new(1_000, 10);
+        h.on_event(&ev(
+            "t",
+            7,
+            20,
+            QueueEventKind::Nacked {
+                delivery_count: 1,
+                reason: "boom",
+                redeliver_at_ms: Some(30),
+            },
+        ));
+        h.on_event(&ev(
+            "t",
+            7,
+            10,
+            QueueEventKind::Delivered {
+                consumer: "c1",
+                delivery_count: 1,
+                ack_id: crate::queue::AckId {
+                    partition: 0,
+                    offset: 7,
+                    delivery: 1,
+                },
+                deadline_ms: 99,
+            },
+        ));
+        let got = h.events("t", id("t"), 0, 7, 40);
+        assert_eq!(
+            got.iter().map(|e| e.kind.clone()).collect::<Vec<_>>(),
+            vec![
+                HistoryKind::Delivered {
+                    consumer: "c1".into(),
+                    delivery_count: 1,
+                    deadline_ms: 99
+                },
+                HistoryKind::Nacked {
+                    delivery_count: 1,
+                    reason: "boom".into(),
+                    redeliver_at_ms: Some(30)
+                },
+            ]
+        );
+        assert_eq!(&*got[0].subscription, "s");
+        assert!(h.events("t", id("t"), 1, 7, 40).is_empty());
+        assert!(h.events("other", id("other"), 0, 7, 40).is_empty());
+    }
+
+    #[test]
+    fn a_topic_made_anew_under_the_same_name_starts_with_no_history() {
+        let h = MessageHistory::new(1_000, 10);
+        h.on_event(&ev("t", 1, 0, acked(1)));
+        h.on_event(&ev("t", 2, 0, acked(1)));
+        let new_id = Uuid::from_u128(99);
+        assert!(h.events("t", new_id, 0, 1, 10).is_empty());
+        assert_eq!(h.messages(), 0);
+        let mut e = ev("t", 3, 5, acked(1));
+        e.topic_id = new_id;
+        h.on_event(&e);
+        assert_eq!(h.events("t", new_id, 0, 3, 10).len(), 1);
+        assert!(h.events("t", id("t"), 0, 3, 10).is_empty());
+    }
+
+    #[test]
+    fn a_disabled_store_keeps_nothing() {
+        for h in [MessageHistory::new(0, 10), MessageHistory::new(10, 0)] {
+            assert!(!h.enabled());
+            h.on_event(&ev("t", 1, 0, acked(1)));
+            assert_eq!(h.messages(), 0);
+        }
+    }
+
+    #[test]
+    fn names_no_event_uses_are_dropped_from_the_intern_table() {
+        let h = MessageHistory::new(10, 1);
+        for i in 0..5_000u64 {
+            let consumer = format!("consumer-{i}");
+            let kind = QueueEventKind::Delivered {
+                consumer: &consumer,
+                delivery_count: 1,
+                ack_id: crate::queue::AckId {
+                    partition: 0,
+                    offset: i,
+                    delivery: 1,
+                },
+                deadline_ms: 0,
+            };
+            h.on_event(&ev("t", i, i as i64, kind));
+        }
+        let names = lock(&h.shards[0]).names.len();
+        assert!(names <= 2 * INTERN_MIN, "{names} names interned");
+    }
+}
