@@ -1068,6 +1068,7 @@ impl Queues {
         let mut found: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
         // Source (partition, offset) -> the dead letter's (partition, offset).
         let mut origin: HashMap<(u32, u64), (u32, u64)> = HashMap::new();
+        let observed = self.observed();
         let mut cursors = Vec::new();
         for dp in 0..parts {
             let o = broker.offsets(&dlq, dp)?;
@@ -1092,7 +1093,9 @@ impl Queues {
                     {
                         if let (Ok(p), Ok(off)) = (u32::try_from(p), u64::try_from(off)) {
                             found.entry(p).or_default().push(off);
-                            origin.insert((p, off), (dp, m.offset));
+                            if observed {
+                                origin.insert((p, off), (dp, m.offset));
+                            }
                         }
                     }
                 }
