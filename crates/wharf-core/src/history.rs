@@ -652,6 +652,12 @@ mod tests {
     }
 
     #[test]
+    fn an_event_stays_small() {
+        // A time, an interned subscription, and the kind's counts and interned names.
+        assert!(std::mem::size_of::<HistoryEvent>() <= 80);
+    }
+
+    #[test]
     fn a_disabled_store_keeps_nothing() {
         for h in [MessageHistory::new(0, 10), MessageHistory::new(10, 0)] {
             assert!(!h.enabled());

@@ -16,7 +16,9 @@ use crate::records::Message;
 
 /// Something that watches queue events.
 pub trait QueueObserver: Send + Sync {
-    /// Called once per event, in the order the events happened within a subscription.
+    /// Called once per event. Events are reported after the lock is let go, so two
+    /// racing requests can report one message's events out of order; their `time_ms`,
+    /// read under the lock, is in the order they happened (sort on it).
     fn on_event(&self, e: &QueueEvent<'_>);
 }
 
