@@ -20,6 +20,15 @@ pub trait QueueObserver: Send + Sync {
     /// racing requests can report one message's events out of order; their `time_ms`,
     /// read under the lock, is in the order they happened (sort on it).
     fn on_event(&self, e: &QueueEvent<'_>);
+
+    /// Called with the events of one request (a pull's deliveries, an ack's acks, …),
+    /// in order. By default one [`QueueObserver::on_event`] each; an observer that
+    /// takes a lock can take it once here instead.
+    fn on_events(&self, events: &[QueueEvent<'_>]) {
+        for e in events {
+            self.on_event(e);
+        }
+    }
 }
 
 /// One thing that happened to one message in one subscription.

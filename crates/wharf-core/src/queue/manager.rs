@@ -311,21 +311,29 @@ impl Queues {
         self.inner.observed.load(Ordering::Acquire)
     }
 
-    /// Calls every observer with `e`. Never called with a subscription's lock held.
-    fn emit(&self, e: &QueueEvent<'_>) {
+    /// Calls every observer with the events of one request. Never called with a
+    /// subscription's lock held.
+    fn emit(&self, events: &[QueueEvent<'_>]) {
+        if events.is_empty() {
+            return;
+        }
         let observers = self
             .inner
             .observers
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         for o in observers.iter() {
-            o.on_event(e);
+            o.on_events(events);
         }
     }
 
     /// Reports what the state listed ([`SubState::events`]), at `now`; `reason` is the
     /// nack's. Redrives are reported by [`Queues::redrive`], which knows their origin.
     fn report(&self, sub: &Sub, events: &[Happened], now: i64, reason: &str) {
+        if events.is_empty() {
+            return;
+        }
+        let mut out = Vec::with_capacity(events.len());
         for h in events {
             let (partition, offset, kind) = match *h {
                 Happened::Acked {
@@ -369,7 +377,7 @@ impl Queues {
                 }
                 Happened::Reopened { .. } => continue,
             };
-            self.emit(&QueueEvent {
+            out.push(QueueEvent {
                 topic: &sub.topic,
                 topic_id: sub.topic_id,
                 subscription: &sub.name,
@@ -380,6 +388,7 @@ impl Queues {
                 message: None,
             });
         }
+        self.emit(&out);
     }
 
     fn get(&self, topic: &str, name: &str) -> Result<Arc<Sub>> {
@@ -866,6 +875,8 @@ impl Queues {
         self.read_messages(&sub.topic, missing, &mut cache).await;
         let mut out = Vec::with_capacity(got.len());
         let topic_id = sub.topic_id.simple().to_string();
+        // (lease time, deadline) of each of `out`, for the observers.
+        let mut leases = Vec::new();
         let observed = self.observed();
         for d in got {
             let (p, o) = (d.ack_id.partition, d.ack_id.offset);
@@ -877,21 +888,7 @@ impl Queues {
                 continue;
             };
             if observed {
-                self.emit(&QueueEvent {
-                    topic: &sub.topic,
-                    topic_id: sub.topic_id,
-                    subscription: &sub.name,
-                    partition: p,
-                    offset: o,
-                    time_ms: d.leased_ms,
-                    kind: QueueEventKind::Delivered {
-                        consumer,
-                        delivery_count: d.ack_id.delivery,
-                        ack_id: d.ack_id,
-                        deadline_ms: d.deadline_ms,
-                    },
-                    message: Some(&message),
-                });
+                leases.push((d.leased_ms, d.deadline_ms));
             }
             out.push(Pulled {
                 message_id: format!("{topic_id}-{p}-{o}"),
@@ -900,6 +897,28 @@ impl Queues {
                 message,
                 partition: p,
             });
+        }
+        if observed {
+            let events: Vec<QueueEvent<'_>> = out
+                .iter()
+                .zip(&leases)
+                .map(|(m, &(leased_ms, deadline_ms))| QueueEvent {
+                    topic: &sub.topic,
+                    topic_id: sub.topic_id,
+                    subscription: &sub.name,
+                    partition: m.partition,
+                    offset: m.message.offset,
+                    time_ms: leased_ms,
+                    kind: QueueEventKind::Delivered {
+                        consumer,
+                        delivery_count: m.delivery_count,
+                        ack_id: m.ack_id,
+                        deadline_ms,
+                    },
+                    message: Some(&m.message),
+                })
+                .collect();
+            self.emit(&events);
         }
         Ok(out)
     }
@@ -1126,28 +1145,30 @@ impl Queues {
             let rx = self.flush(&sub, &mut st, true)?;
             (n, rx, std::mem::take(&mut st.events), now)
         };
-        for h in &events {
-            let Happened::Reopened { partition, offset } = *h else {
-                continue;
-            };
-            let Some(&(from_partition, from_offset)) = origin.get(&(partition, offset)) else {
-                continue;
-            };
-            self.emit(&QueueEvent {
-                topic: &sub.topic,
-                topic_id: sub.topic_id,
-                subscription: &sub.name,
-                partition,
-                offset,
-                time_ms: now,
-                kind: QueueEventKind::Redriven {
-                    from_topic: &dlq,
-                    from_partition,
-                    from_offset,
-                },
-                message: None,
-            });
-        }
+        let redriven: Vec<QueueEvent<'_>> = events
+            .iter()
+            .filter_map(|h| {
+                let Happened::Reopened { partition, offset } = *h else {
+                    return None;
+                };
+                let &(from_partition, from_offset) = origin.get(&(partition, offset))?;
+                Some(QueueEvent {
+                    topic: &sub.topic,
+                    topic_id: sub.topic_id,
+                    subscription: &sub.name,
+                    partition,
+                    offset,
+                    time_ms: now,
+                    kind: QueueEventKind::Redriven {
+                        from_topic: &dlq,
+                        from_partition,
+                        from_offset,
+                    },
+                    message: None,
+                })
+            })
+            .collect();
+        self.emit(&redriven);
         Self::durable(rx).await?;
         lock(&sub.redrive).extend(cursors);
         self.settle(&sub);
@@ -1191,11 +1212,13 @@ impl Queues {
         let _ = self.flush(&sub, &mut st, false);
         drop(st);
         if let Some((base, messages, done)) = appended {
-            for (i, ((d, m), removed)) in dead.iter().zip(&messages).zip(done).enumerate() {
-                if !removed {
-                    continue;
-                }
-                self.emit(&QueueEvent {
+            let events: Vec<QueueEvent<'_>> = dead
+                .iter()
+                .zip(&messages)
+                .zip(done)
+                .zip(base..)
+                .filter(|(((_, _), removed), _)| *removed)
+                .map(|(((d, m), _), dlq_offset)| QueueEvent {
                     topic: &sub.topic,
                     topic_id: sub.topic_id,
                     subscription: &sub.name,
@@ -1207,11 +1230,12 @@ impl Queues {
                         delivery_count: d.meta.deliveries,
                         dead_letter_topic: &dlq,
                         dlq_partition: 0,
-                        dlq_offset: base + i as u64,
+                        dlq_offset,
                     },
                     message: Some(m),
-                });
-            }
+                })
+                .collect();
+            self.emit(&events);
         }
         self.settle(&sub);
     }
