@@ -169,8 +169,9 @@ pub struct ServeArgs {
 
     /// Most messages whose history is kept [default: 100000]
     ///
-    /// Past this many, the message with the oldest recorded event is forgotten first.
-    /// Each event takes about a hundred bytes. Config file key: `history_max_messages`.
+    /// Past this many, the oldest (first seen longest ago) is forgotten first. A message
+    /// takes about 250 bytes with two events, 80 more per further event. Config file
+    /// key: `history_max_messages`.
     #[arg(long, env = "WHARF_HISTORY_MAX_MESSAGES", value_name = "N")]
     pub history_max_messages: Option<usize>,
 
