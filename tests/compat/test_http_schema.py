@@ -119,7 +119,8 @@ def prepared(wharf):
 
 def schemathesis_config(doc, tmp_path):
     """A schemathesis.toml binding every topic and subscription path parameter to the
-    prepared names (70% of the time; otherwise generated, for the 404s), and the hooks
+    prepared names (70% of the time; otherwise generated, for the 404s; other path
+    parameters, such as a message's partition and offset, are generated), and the hooks
     that keep a pull's `wait_ms` short (schemathesis_hooks.py)."""
     names = set()
     for item in doc["paths"].values():
@@ -137,7 +138,13 @@ def schemathesis_config(doc, tmp_path):
         "[parameters]",
     ]
     for n in sorted(names):
-        d = "topics" if "topic" in n else "subscriptions"
+        if "topic" in n:
+            d = "topics"
+        elif "subscription" in n:
+            d = "subscriptions"
+        else:
+            # Numbers (a message's partition and offset) stay generated.
+            continue
         lines.append(f'"path.{n}" = {{ dictionary = "{d}", probability = 0.7 }}')
     path = tmp_path / "schemathesis.toml"
     path.write_text("\n".join(lines) + "\n")

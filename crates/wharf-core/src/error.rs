@@ -63,6 +63,16 @@ pub enum CoreError {
         partitions: u32,
     },
 
+    /// No record at this offset: below the log start, at or past the high watermark,
+    /// or an offset that holds no data record. Kafka `OFFSET_OUT_OF_RANGE`.
+    #[error("topic {topic:?} partition {partition}: no message at offset {offset} ({detail})")]
+    UnknownOffset {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        detail: String,
+    },
+
     /// `topics.json` exists but cannot be understood. The broker refuses to start rather
     /// than guess, because guessing could delete topics.
     #[error("topic registry {path} is corrupt: {reason}")]

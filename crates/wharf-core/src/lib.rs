@@ -15,6 +15,7 @@ mod dedup;
 mod error;
 pub mod group;
 pub mod headers;
+pub mod history;
 pub mod journal;
 pub mod metrics;
 pub mod observe;

@@ -9,19 +9,34 @@
 //! Events are reported after the state changed in memory; an ack's or nack's event may
 //! come before its journal record is durable (and the request may still fail on that).
 
+use uuid::Uuid;
+
 use crate::queue::AckId;
 use crate::records::Message;
 
 /// Something that watches queue events.
 pub trait QueueObserver: Send + Sync {
-    /// Called once per event, in the order the events happened within a subscription.
+    /// Called once per event. Events are reported after the lock is let go, so two
+    /// racing requests can report one message's events out of order; their `time_ms`,
+    /// read under the lock, is in the order they happened (sort on it).
     fn on_event(&self, e: &QueueEvent<'_>);
+
+    /// Called with the events of one request (a pull's deliveries, an ack's acks, …),
+    /// in order. By default one [`QueueObserver::on_event`] each; an observer that
+    /// takes a lock can take it once here instead.
+    fn on_events(&self, events: &[QueueEvent<'_>]) {
+        for e in events {
+            self.on_event(e);
+        }
+    }
 }
 
 /// One thing that happened to one message in one subscription.
 #[derive(Debug, Clone, Copy)]
 pub struct QueueEvent<'a> {
     pub topic: &'a str,
+    /// The topic's id: tells a re-created topic of the same name from the old one.
+    pub topic_id: Uuid,
     pub subscription: &'a str,
     pub partition: u32,
     pub offset: u64,

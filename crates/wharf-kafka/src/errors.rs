@@ -35,6 +35,7 @@ pub fn kafka_error(e: &CoreError) -> ResponseError {
             }
         },
         CoreError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+        CoreError::UnknownOffset { .. } => ResponseError::OffsetOutOfRange,
         CoreError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         CoreError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         CoreError::TransactionalBatch { .. } | CoreError::InvalidPublish { .. } => {

@@ -22,6 +22,8 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_KAFKA_MAX_REQUEST_BYTES: u32 = wharf_kafka::DEFAULT_MAX_REQUEST_BYTES;
 pub const DEFAULT_AUTO_CREATE_TOPICS: bool = true;
 pub const DEFAULT_METRICS_PARTITION_LABELS: bool = false;
+pub const DEFAULT_HISTORY_WINDOW_MS: u64 = wharf_core::history::DEFAULT_HISTORY_WINDOW_MS;
+pub const DEFAULT_HISTORY_MAX_MESSAGES: usize = wharf_core::history::DEFAULT_HISTORY_MAX_MESSAGES;
 
 const SETTINGS_HELP: &str = "\
 Settings of `wharf serve`, each from the command line, else the environment, else the
@@ -55,6 +57,15 @@ Settings of `wharf serve`, each from the command line, else the environment, els
                           env WHARF_METRICS_PARTITION_LABELS, file key
                           metrics_partition_labels, default false
       Also export per-partition series (high watermark, group lag) at GET /metrics.
+  --history-window-ms <MS>
+                          env WHARF_HISTORY_WINDOW_MS, file key history_window_ms,
+                          default 3600000 (1 hour)
+      How long queue message events are kept for GET …/messages/{p}/{o}/history and
+      `wharf trace` (in memory, lost on restart); 0 turns history off.
+  --history-max-messages <N>
+                          env WHARF_HISTORY_MAX_MESSAGES, file key history_max_messages,
+                          default 100000
+      Most messages whose history is kept; the oldest is forgotten first.
   --config <FILE>         env WHARF_CONFIG, no default
       TOML file with any of the keys above.
 
@@ -71,6 +82,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show the life of one message: published, delivered, acked, nacked, dead-lettered,
+    /// redriven.
+    ///
+    /// Asks a running broker's HTTP API
+    /// (`GET /v1/topics/{topic}/messages/{partition}/{offset}/history`) and prints the
+    /// message and its events as a timeline, or the JSON answer with --json. Events are
+    /// kept in the broker's memory for its --history-window-ms (default 1 hour) and lost
+    /// when it restarts.
+    Trace(TraceArgs),
     /// Start a broker on a data directory and serve it until SIGINT or SIGTERM.
     ///
     /// Opens (creating if needed) the data directory, takes its lock so no second broker
@@ -174,6 +194,23 @@ pub struct ServeArgs {
     /// `metrics_partition_labels`.
     #[arg(long, env = "WHARF_METRICS_PARTITION_LABELS", value_name = "BOOL", action = clap::ArgAction::Set)]
     pub metrics_partition_labels: Option<bool>,
+    /// How long queue message events are kept, in milliseconds; 0 turns history off [default: 3600000 (1 hour)]
+    ///
+    /// Each delivery, ack, nack (with its reason), expired lease, dead letter and redrive
+    /// of a queue message is kept this long, in memory only (lost on restart), for
+    /// `GET /v1/topics/{topic}/messages/{partition}/{offset}/history` and `wharf trace`.
+    /// With 0 nothing is recorded and the pull and ack paths pay nothing for it. Config
+    /// file key: `history_window_ms`.
+    #[arg(long, env = "WHARF_HISTORY_WINDOW_MS", value_name = "MS")]
+    pub history_window_ms: Option<u64>,
+
+    /// Most messages whose history is kept [default: 100000]
+    ///
+    /// Past this many, the oldest (first seen longest ago) is forgotten first. A message
+    /// takes about 250 bytes with two events, 80 more per further event. Config file
+    /// key: `history_max_messages`.
+    #[arg(long, env = "WHARF_HISTORY_MAX_MESSAGES", value_name = "N")]
+    pub history_max_messages: Option<usize>,
 
     /// TOML file with any of the keys data_dir, kafka_addr, http_addr, flush, …
     ///
@@ -228,6 +265,23 @@ fn parse_otlp_endpoint(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// Arguments of `wharf trace`.
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// The message's topic.
+    pub topic: String,
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset.
+    pub offset: u64,
+    /// The broker's HTTP API, HOST:PORT [default: 127.0.0.1:8080]
+    #[arg(long, env = "WHARF_HTTP_ADDR", value_name = "HOST:PORT")]
+    pub http_addr: Option<String>,
+    /// Print the API's JSON answer instead of the timeline.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Where a setting's value came from; logged at startup to make precedence visible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -263,6 +317,9 @@ pub struct ServeConfig {
     /// `None`: no tracing.
     pub otlp_endpoint: (Option<String>, Source),
     pub metrics_partition_labels: (bool, Source),
+    /// 0: history off.
+    pub history_window_ms: (u64, Source),
+    pub history_max_messages: (usize, Source),
     pub config_file: Option<PathBuf>,
 }
 
@@ -318,6 +375,8 @@ struct FileConfig {
     log_format: Option<String>,
     otlp_endpoint: Option<String>,
     metrics_partition_labels: Option<bool>,
+    history_window_ms: Option<u64>,
+    history_max_messages: Option<usize>,
 }
 
 fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -435,6 +494,16 @@ impl ServeConfig {
                 (None, Some(b)) => (b, Source::ConfigFile),
                 (None, None) => (DEFAULT_METRICS_PARTITION_LABELS, Source::Default),
             };
+        let history_window_ms = match (args.history_window_ms, file.history_window_ms) {
+            (Some(n), _) => (n, source_of(matches, "history_window_ms")),
+            (None, Some(n)) => (n, Source::ConfigFile),
+            (None, None) => (DEFAULT_HISTORY_WINDOW_MS, Source::Default),
+        };
+        let history_max_messages = match (args.history_max_messages, file.history_max_messages) {
+            (Some(n), _) => (n, source_of(matches, "history_max_messages")),
+            (None, Some(n)) => (n, Source::ConfigFile),
+            (None, None) => (DEFAULT_HISTORY_MAX_MESSAGES, Source::Default),
+        };
         Ok(ServeConfig {
             log_format,
             otlp_endpoint,
@@ -446,6 +515,8 @@ impl ServeConfig {
             kafka_max_request_bytes,
             auto_create_topics,
             metrics_partition_labels,
+            history_window_ms,
+            history_max_messages,
             config_file: args.config.clone(),
         })
     }
@@ -473,6 +544,8 @@ mod tests {
             log_format: None,
             otlp_endpoint: None,
             metrics_partition_labels: None,
+            history_window_ms: None,
+            history_max_messages: None,
             config,
         }
     }
@@ -519,6 +592,22 @@ mod tests {
         assert_eq!(c.flush, (FlushPolicy::Never, Source::ConfigFile));
         assert_eq!(c.kafka_addr.0.to_string(), "0.0.0.0:19092");
         assert_eq!(c.http_addr.1, Source::Default);
+    }
+
+    #[test]
+    fn history_settings_come_from_the_file_or_default() {
+        let c = ServeConfig::resolve(&args(None, None), None).unwrap();
+        assert_eq!(c.history_window_ms, (3_600_000, Source::Default));
+        assert_eq!(c.history_max_messages, (100_000, Source::Default));
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "history_window_ms = 0\nhistory_max_messages = 5").unwrap();
+        let mut a = args(None, Some(f.path().into()));
+        let c = ServeConfig::resolve(&a, None).unwrap();
+        assert_eq!(c.history_window_ms, (0, Source::ConfigFile));
+        assert_eq!(c.history_max_messages, (5, Source::ConfigFile));
+        a.history_window_ms = Some(60_000);
+        let c = ServeConfig::resolve(&a, None).unwrap();
+        assert_eq!(c.history_window_ms, (60_000, Source::CommandLine));
     }
 
     #[test]

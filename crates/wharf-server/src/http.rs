@@ -1,6 +1,7 @@
 //! The HTTP front-end: `GET /health`, the topic admin API under `/v1/topics`, publishing
-//! (`POST /v1/topics/{topic}/messages`), queue subscriptions, Prometheus metrics at
-//! `GET /metrics` (`metrics`: also the per-route request counters), and the OpenAPI
+//! (`POST /v1/topics/{topic}/messages`), queue subscriptions, a message's history
+//! (`GET /v1/topics/{topic}/messages/{partition}/{offset}/history`), Prometheus metrics
+//! at `GET /metrics` (`metrics`: also the per-route request counters), and the OpenAPI
 //! document at `GET /v1/openapi.json`.
 //!
 //! Every error body has one shape, so clients parse one thing:
@@ -16,6 +17,7 @@
 //! The OpenAPI document is derived (utoipa) from the same request and response types
 //! the handlers use, so a changed field shows up in both.
 
+mod history;
 mod metrics;
 mod publish;
 mod subscriptions;
@@ -35,6 +37,7 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::error;
 use utoipa::{OpenApi, ToSchema};
+use wharf_core::history::MessageHistory;
 use wharf_core::queue::Queues;
 use wharf_core::{Broker, CoreError};
 
@@ -48,11 +51,13 @@ pub const ADMIN_BODY_LIMIT: usize = 1 << 20;
 /// with 413 before they are buffered whole; send several requests instead.
 pub const PUBLISH_BODY_LIMIT: usize = 16 << 20;
 
-/// What every handler may reach: the broker, its queue subscriptions, the metrics.
+/// What every handler may reach: the broker, its queue subscriptions, their message
+/// history, the metrics.
 #[derive(Clone)]
 pub struct AppState {
     pub broker: Arc<Broker>,
     pub queues: Queues,
+    pub history: Arc<MessageHistory>,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -70,11 +75,7 @@ impl FromRef<AppState> for Queues {
 
 /// The HTTP API's routes, over the open broker. The listener is bound only after
 /// `Broker::open`, so `/health` answering means ready.
-pub fn router(
-    broker: Arc<Broker>,
-    queues: Queues,
-    metrics: Arc<crate::metrics::Metrics>,
-) -> Router {
+pub fn router(state: AppState) -> Router {
     const SUB: &str = "/v1/topics/{topic}/subscriptions/{subscription}";
     let admin = Router::new()
         .route(
@@ -101,6 +102,10 @@ pub fn router(
         .route(&format!("{SUB}/extend"), post(subscriptions::extend))
         .route(&format!("{SUB}/seek"), post(subscriptions::seek))
         .route(&format!("{SUB}/redrive"), post(subscriptions::redrive))
+        .route(
+            "/v1/topics/{topic}/messages/{partition}/{offset}/history",
+            get(history::message_history),
+        )
         .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT));
     let messages = Router::new()
         .route("/v1/topics/{topic}/messages", post(publish::publish))
@@ -117,11 +122,7 @@ pub fn router(
             Arc::new(metrics::HttpMetrics::new()),
             metrics::track,
         ))
-        .with_state(AppState {
-            broker,
-            queues,
-            metrics,
-        })
+        .with_state(state)
 }
 
 /// The OpenAPI 3 document of every route above.
@@ -149,7 +150,8 @@ pub fn router(
         subscriptions::extend,
         subscriptions::seek,
         subscriptions::redrive,
-        publish::publish
+        publish::publish,
+        history::message_history
     ),
     components(schemas(
         ErrorBody,
@@ -158,7 +160,12 @@ pub fn router(
         publish::PublishRequest,
         publish::PublishMessage,
         publish::PublishResponse,
-        publish::PublishedMessage
+        publish::PublishedMessage,
+        history::MessageHistoryResponse,
+        history::StoredMessage,
+        history::MessageEvent,
+        history::MessageLocation,
+        history::DeadLetterOf
     ))
 )]
 pub struct ApiDoc;
@@ -231,7 +238,7 @@ impl From<CoreError> for ApiError {
             E::BacklogFull { .. } => (StatusCode::CONFLICT, "backlog_full"),
             E::QueueUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             E::TopicExists { .. } => (StatusCode::CONFLICT, "already_exists"),
-            E::UnknownTopic { .. } | E::UnknownPartition { .. } => {
+            E::UnknownTopic { .. } | E::UnknownPartition { .. } | E::UnknownOffset { .. } => {
                 (StatusCode::NOT_FOUND, "not_found")
             }
             E::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -446,6 +453,10 @@ mod tests {
             ("/v1/topics/{topic}", "get"),
             ("/v1/topics/{topic}", "delete"),
             ("/v1/topics/{topic}/messages", "post"),
+            (
+                "/v1/topics/{topic}/messages/{partition}/{offset}/history",
+                "get",
+            ),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path}: {doc:#}");
         }

@@ -5,6 +5,7 @@ mod config;
 mod http;
 mod metrics;
 mod telemetry;
+mod trace;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use clap::{CommandFactory, FromArgMatches};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
+use wharf_core::history::MessageHistory;
 use wharf_core::observe::QueueObserver;
 use wharf_core::queue::Queues;
 use wharf_core::{Broker, BrokerConfig};
@@ -45,6 +47,10 @@ fn main() -> ExitCode {
                 telemetry::init_logging(config.log_format.0);
                 run_serve(config)
             }),
+        Command::Trace(args) => {
+            telemetry::init_logging(config::LogFormat::Text);
+            trace::run(args)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -142,16 +148,14 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     if let Some(t) = &tracing {
         queues.add_observer(Arc::clone(&t.tracer) as Arc<dyn QueueObserver>);
     }
-    let served = serve_listeners(
-        Arc::clone(&broker),
-        queues.clone(),
-        kafka_addr,
-        kafka_config,
-        http_addr,
+    let history = message_history(&config, &queues);
+    let state = http::AppState {
+        broker: Arc::clone(&broker),
+        queues: queues.clone(),
+        history,
         metrics,
-        stop,
-    )
-    .await;
+    };
+    let served = serve_listeners(state, kafka_addr, kafka_config, http_addr, stop).await;
     queues.close().await;
     let closed = broker
         .shutdown()
@@ -175,18 +179,36 @@ async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     }
 }
 
+/// The queue message history (`--history-window-ms`, `--history-max-messages`),
+/// registered as an observer of the queues unless it is off.
+fn message_history(config: &ServeConfig, queues: &Queues) -> Arc<MessageHistory> {
+    let (window_ms, window_from) = config.history_window_ms;
+    let (max_messages, max_from) = config.history_max_messages;
+    let history = Arc::new(MessageHistory::new(window_ms, max_messages));
+    if history.enabled() {
+        queues.add_observer(history.clone());
+    }
+    info!(
+        history_window_ms = window_ms,
+        history_window_ms_from = %window_from,
+        history_max_messages = max_messages,
+        history_max_messages_from = %max_from,
+        "queue message history {}",
+        if history.enabled() { "on (in memory, lost on restart)" } else { "off" }
+    );
+    history
+}
+
 /// Binds the Kafka listener, then the HTTP listener (so an answering `/health` means
 /// every listener is up), and serves both until `stop`.
 async fn serve_listeners(
-    broker: Arc<Broker>,
-    queues: Queues,
+    state: http::AppState,
     kafka_addr: std::net::SocketAddr,
     kafka_config: KafkaConfig,
     http_addr: std::net::SocketAddr,
-    metrics: Arc<metrics::Metrics>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let kafka = KafkaListener::bind(kafka_addr, Arc::clone(&broker), kafka_config)
+    let kafka = KafkaListener::bind(kafka_addr, Arc::clone(&state.broker), kafka_config)
         .await
         .with_context(|| format!("binding the Kafka listener on {kafka_addr}"))?;
     let bound = kafka
@@ -204,7 +226,7 @@ async fn serve_listeners(
     // the HTTP listener cannot be bound.
     let (kafka_stop, kafka_stopped) = watch::channel(false);
     let kafka_task = tokio::spawn(kafka.serve(stopped(kafka_stopped)));
-    let http = serve_http(http_addr, broker, queues, metrics, stop).await;
+    let http = serve_http(http_addr, state, stop).await;
     let _ = kafka_stop.send(true);
     if let Err(e) = kafka_task.await {
         error!(error = %e, "the Kafka listener task failed");
@@ -215,9 +237,7 @@ async fn serve_listeners(
 /// Binds the HTTP listener (only now that the broker is open) and serves until `stop`.
 async fn serve_http(
     http_addr: std::net::SocketAddr,
-    broker: Arc<Broker>,
-    queues: Queues,
-    metrics: Arc<metrics::Metrics>,
+    state: http::AppState,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(http_addr)
@@ -236,8 +256,8 @@ async fn serve_http(
             warn!(error = %e, "could not set TCP_NODELAY on an HTTP connection");
         }
     });
-    let server = axum::serve(listener, http::router(broker, queues, metrics))
-        .with_graceful_shutdown(stopped(stop.clone()));
+    let server =
+        axum::serve(listener, http::router(state)).with_graceful_shutdown(stopped(stop.clone()));
     let mut server = tokio::spawn(async move { server.await });
     tokio::select! {
         joined = &mut server => {

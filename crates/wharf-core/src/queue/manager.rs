@@ -24,7 +24,9 @@
 //! lists what it decided ([`SubState::events`], only while somebody observes); the
 //! manager adds what only it knows (deliveries with their records, dead letters with
 //! their place in the dead-letter topic, redrives with the dead letter they came from).
-//! With no observer registered nothing is listed or built.
+//! With no observer registered nothing is listed or built. Every event's time is read
+//! under the subscription's lock, so the events of one message are stamped in the order
+//! they happened (a delivery's time is that of its lease).
 //!
 //! Lock order: the subscription map, then one subscription's state; neither is held
 //! across an `.await`. The observer list is read-locked only to call the observers.
@@ -310,21 +312,29 @@ impl Queues {
         self.inner.observed.load(Ordering::Acquire)
     }
 
-    /// Calls every observer with `e`. Never called with a subscription's lock held.
-    fn emit(&self, e: &QueueEvent<'_>) {
+    /// Calls every observer with the events of one request. Never called with a
+    /// subscription's lock held.
+    fn emit(&self, events: &[QueueEvent<'_>]) {
+        if events.is_empty() {
+            return;
+        }
         let observers = self
             .inner
             .observers
             .read()
             .unwrap_or_else(PoisonError::into_inner);
         for o in observers.iter() {
-            o.on_event(e);
+            o.on_events(events);
         }
     }
 
     /// Reports what the state listed ([`SubState::events`]), at `now`; `reason` is the
     /// nack's. Redrives are reported by [`Queues::redrive`], which knows their origin.
     fn report(&self, sub: &Sub, events: &[Happened], now: i64, reason: &str) {
+        if events.is_empty() {
+            return;
+        }
+        let mut out = Vec::with_capacity(events.len());
         for h in events {
             let (partition, offset, kind) = match *h {
                 Happened::Acked {
@@ -368,8 +378,9 @@ impl Queues {
                 }
                 Happened::Reopened { .. } => continue,
             };
-            self.emit(&QueueEvent {
+            out.push(QueueEvent {
                 topic: &sub.topic,
+                topic_id: sub.topic_id,
                 subscription: &sub.name,
                 partition,
                 offset,
@@ -378,6 +389,7 @@ impl Queues {
                 message: None,
             });
         }
+        self.emit(&out);
     }
 
     fn get(&self, topic: &str, name: &str) -> Result<Arc<Sub>> {
@@ -750,14 +762,16 @@ impl Queues {
     ) -> Result<Vec<Delivery>> {
         let broker = &self.inner.broker;
         let partitions = broker.describe_topic(&sub.topic)?.partitions;
-        let now = now_ms();
-        let (mut got, events) = {
+        let (mut got, events, now) = {
             let mut st = lock(&sub.state);
+            // Taken under the lock, as every event time: a select after a redrive or a
+            // nack is never stamped before it.
+            let now = now_ms();
             st.ensure_partitions(partitions as usize);
             st.expire(now);
             let got = st.select(now, consumer, max);
             self.flush(sub, &mut st, false)?;
-            (got, std::mem::take(&mut st.events))
+            (got, std::mem::take(&mut st.events), now)
         };
         self.report(sub, &events, now, "");
         if got.len() >= max {
@@ -824,16 +838,16 @@ impl Queues {
                     },
                 })
                 .collect();
-            let now = now_ms();
-            let events = {
+            let (events, now) = {
                 let mut st = lock(&sub.state);
+                let now = now_ms();
                 st.add_read(p, from, decoded.end_offset, &recs);
                 if got.len() < max {
                     let more = st.select(now, consumer, max - got.len());
                     got.extend(more);
                 }
                 self.flush(sub, &mut st, false)?;
-                std::mem::take(&mut st.events)
+                (std::mem::take(&mut st.events), now)
             };
             self.report(sub, &events, now, "");
             for m in decoded.messages {
@@ -863,8 +877,9 @@ impl Queues {
         self.read_messages(&sub.topic, missing, &mut cache).await;
         let mut out = Vec::with_capacity(got.len());
         let topic_id = sub.topic_id.simple().to_string();
+        // (lease time, deadline) of each of `out`, for the observers.
+        let mut leases = Vec::new();
         let observed = self.observed();
-        let now = now_ms();
         for d in got {
             let (p, o) = (d.ack_id.partition, d.ack_id.offset);
             let Some(message) = cache.remove(&(p, o)) else {
@@ -875,20 +890,7 @@ impl Queues {
                 continue;
             };
             if observed {
-                self.emit(&QueueEvent {
-                    topic: &sub.topic,
-                    subscription: &sub.name,
-                    partition: p,
-                    offset: o,
-                    time_ms: now,
-                    kind: QueueEventKind::Delivered {
-                        consumer,
-                        delivery_count: d.ack_id.delivery,
-                        ack_id: d.ack_id,
-                        deadline_ms: d.deadline_ms,
-                    },
-                    message: Some(&message),
-                });
+                leases.push((d.leased_ms, d.deadline_ms));
             }
             out.push(Pulled {
                 message_id: format!("{topic_id}-{p}-{o}"),
@@ -897,6 +899,28 @@ impl Queues {
                 message,
                 partition: p,
             });
+        }
+        if observed {
+            let events: Vec<QueueEvent<'_>> = out
+                .iter()
+                .zip(&leases)
+                .map(|(m, &(leased_ms, deadline_ms))| QueueEvent {
+                    topic: &sub.topic,
+                    topic_id: sub.topic_id,
+                    subscription: &sub.name,
+                    partition: m.partition,
+                    offset: m.message.offset,
+                    time_ms: leased_ms,
+                    kind: QueueEventKind::Delivered {
+                        consumer,
+                        delivery_count: m.delivery_count,
+                        ack_id: m.ack_id,
+                        deadline_ms,
+                    },
+                    message: Some(&m.message),
+                })
+                .collect();
+            self.emit(&events);
         }
         Ok(out)
     }
@@ -951,13 +975,14 @@ impl Queues {
     /// Acks messages (durable before this returns).
     pub async fn ack(&self, topic: &str, name: &str, ids: &[AckId]) -> Result<Vec<Outcome>> {
         let sub = self.get(topic, name)?;
-        let (out, rx, events) = {
+        let (out, rx, events, now) = {
             let mut st = lock(&sub.state);
+            let now = now_ms();
             let out = st.ack(ids);
             let rx = self.flush(&sub, &mut st, true)?;
-            (out, rx, std::mem::take(&mut st.events))
+            (out, rx, std::mem::take(&mut st.events), now)
         };
-        self.report(&sub, &events, now_ms(), "");
+        self.report(&sub, &events, now, "");
         Self::durable(rx).await?;
         self.settle(&sub);
         Ok(out)
@@ -973,12 +998,12 @@ impl Queues {
         delay_ms: Option<u64>,
     ) -> Result<Vec<Outcome>> {
         let sub = self.get(topic, name)?;
-        let now = now_ms();
-        let (out, rx, events) = {
+        let (out, rx, events, now) = {
             let mut st = lock(&sub.state);
+            let now = now_ms();
             let out = st.nack(now, ids, reason, delay_ms);
             let rx = self.flush(&sub, &mut st, true)?;
-            (out, rx, std::mem::take(&mut st.events))
+            (out, rx, std::mem::take(&mut st.events), now)
         };
         self.report(&sub, &events, now, reason);
         Self::durable(rx).await?;
@@ -1064,6 +1089,7 @@ impl Queues {
         let mut found: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
         // Source (partition, offset) -> the dead letter's (partition, offset).
         let mut origin: HashMap<(u32, u64), (u32, u64)> = HashMap::new();
+        let observed = self.observed();
         let mut cursors = Vec::new();
         for dp in 0..parts {
             let o = broker.offsets(&dlq, dp)?;
@@ -1088,7 +1114,9 @@ impl Queues {
                     {
                         if let (Ok(p), Ok(off)) = (u32::try_from(p), u64::try_from(off)) {
                             found.entry(p).or_default().push(off);
-                            origin.insert((p, off), (dp, m.offset));
+                            if observed {
+                                origin.insert((p, off), (dp, m.offset));
+                            }
                         }
                     }
                 }
@@ -1099,8 +1127,11 @@ impl Queues {
             }
             cursors.push((dp, pos));
         }
-        let (n, rx, events) = {
+        // Event times are taken under the lock, so a delivery after the redrive cannot be
+        // stamped before it.
+        let (n, rx, events, now) = {
             let mut st = lock(&sub.state);
+            let now = now_ms();
             let mut n = 0;
             for (p, offsets) in &found {
                 n += st.reopen(*p, offsets) as u64;
@@ -1114,30 +1145,32 @@ impl Queues {
                 });
             }
             let rx = self.flush(&sub, &mut st, true)?;
-            (n, rx, std::mem::take(&mut st.events))
+            (n, rx, std::mem::take(&mut st.events), now)
         };
-        let now = now_ms();
-        for h in &events {
-            let Happened::Reopened { partition, offset } = *h else {
-                continue;
-            };
-            let Some(&(from_partition, from_offset)) = origin.get(&(partition, offset)) else {
-                continue;
-            };
-            self.emit(&QueueEvent {
-                topic: &sub.topic,
-                subscription: &sub.name,
-                partition,
-                offset,
-                time_ms: now,
-                kind: QueueEventKind::Redriven {
-                    from_topic: &dlq,
-                    from_partition,
-                    from_offset,
-                },
-                message: None,
-            });
-        }
+        let redriven: Vec<QueueEvent<'_>> = events
+            .iter()
+            .filter_map(|h| {
+                let Happened::Reopened { partition, offset } = *h else {
+                    return None;
+                };
+                let &(from_partition, from_offset) = origin.get(&(partition, offset))?;
+                Some(QueueEvent {
+                    topic: &sub.topic,
+                    topic_id: sub.topic_id,
+                    subscription: &sub.name,
+                    partition,
+                    offset,
+                    time_ms: now,
+                    kind: QueueEventKind::Redriven {
+                        from_topic: &dlq,
+                        from_partition,
+                        from_offset,
+                    },
+                    message: None,
+                })
+            })
+            .collect();
+        self.emit(&redriven);
         Self::durable(rx).await?;
         lock(&sub.redrive).extend(cursors);
         self.settle(&sub);
@@ -1154,6 +1187,7 @@ impl Queues {
     async fn dead_letter(&self, sub: Arc<Sub>, dlq: String, dead: Vec<DeadLetter>) {
         let result = self.append_dead_letters(&sub, &dlq, &dead).await;
         let mut st = lock(&sub.state);
+        let now = now_ms();
         let mut appended = None;
         match result {
             Ok((base, messages)) => {
@@ -1180,13 +1214,15 @@ impl Queues {
         let _ = self.flush(&sub, &mut st, false);
         drop(st);
         if let Some((base, messages, done)) = appended {
-            let now = now_ms();
-            for (i, ((d, m), removed)) in dead.iter().zip(&messages).zip(done).enumerate() {
-                if !removed {
-                    continue;
-                }
-                self.emit(&QueueEvent {
+            let events: Vec<QueueEvent<'_>> = dead
+                .iter()
+                .zip(&messages)
+                .zip(done)
+                .zip(base..)
+                .filter(|(((_, _), removed), _)| *removed)
+                .map(|(((d, m), _), dlq_offset)| QueueEvent {
                     topic: &sub.topic,
+                    topic_id: sub.topic_id,
                     subscription: &sub.name,
                     partition: d.partition,
                     offset: d.offset,
@@ -1196,11 +1232,12 @@ impl Queues {
                         delivery_count: d.meta.deliveries,
                         dead_letter_topic: &dlq,
                         dlq_partition: 0,
-                        dlq_offset: base + i as u64,
+                        dlq_offset,
                     },
                     message: Some(m),
-                });
-            }
+                })
+                .collect();
+            self.emit(&events);
         }
         self.settle(&sub);
     }
@@ -1404,7 +1441,6 @@ async fn tick(inner: Weak<Inner>) {
                 inner: Arc::clone(&inner),
             };
             let subs: Vec<Arc<Sub>> = lock(&queues.inner.subs).values().cloned().collect();
-            let now = now_ms();
             for sub in subs {
                 // A subscription dies with its topic (deleted, or deleted and made anew).
                 let gone = match queues.inner.broker.describe_topic(&sub.topic) {
@@ -1417,6 +1453,7 @@ async fn tick(inner: Weak<Inner>) {
                     continue;
                 }
                 let mut st = lock(&sub.state);
+                let now = now_ms();
                 if st.expire(now) > 0 {
                     let _ = queues.flush(&sub, &mut st, false);
                     let events = std::mem::take(&mut st.events);

@@ -98,6 +98,8 @@ pub struct ReadRecord {
 pub struct Delivery {
     pub ack_id: AckId,
     pub published_ms: i64,
+    /// When it was leased (the `now` of the select).
+    pub leased_ms: i64,
     /// When the lease ends unless acked, nacked or extended.
     pub deadline_ms: i64,
 }
@@ -480,6 +482,7 @@ impl SubState {
                 delivery: e.meta.deliveries,
             },
             published_ms: e.published_ms,
+            leased_ms: now,
             deadline_ms: deadline,
         };
         let meta = e.meta.clone();

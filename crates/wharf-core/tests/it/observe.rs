@@ -14,6 +14,7 @@ struct Recorder(Mutex<Vec<String>>);
 
 impl QueueObserver for Recorder {
     fn on_event(&self, e: &QueueEvent<'_>) {
+        assert!(!e.topic_id.is_nil());
         let trace = e
             .message
             .and_then(|m| m.header("traceparent"))
@@ -128,6 +129,53 @@ async fn an_observer_sees_deliveries_nacks_a_dead_letter_a_redrive_and_the_ack()
             "t/s 0@0 redriven from t.s.dlq/0/0 ",
             "t/s 0@0 delivered c #1 00-abc-def-01",
             "t/s 0@0 acked #1 ",
+        ]
+    );
+    queues.close().await;
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_past_its_time_to_live_is_reported_expired_then_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Arc::new(crate::open(dir.path()).await);
+    let queues = Queues::open(Arc::clone(&broker)).await.unwrap();
+    let rec = Arc::new(Recorder::default());
+    // Registered before the subscription exists: it is observed from its creation.
+    queues.add_observer(rec.clone());
+    broker.create_topic(NewTopic::new("t", 1)).await.unwrap();
+    queues
+        .put("t", "s", SubscriptionSettings::default())
+        .await
+        .unwrap();
+    broker
+        .publish(
+            "t",
+            vec![Publish {
+                value: Some(b"v".to_vec()),
+                ttl_ms: Some(1),
+                headers: vec![("traceparent".into(), b"00-ttl-01".to_vec())],
+                ..Publish::default()
+            }],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let got = queues
+        .pull("t", "s", "a", 1, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(got.is_empty());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while rec.0.lock().unwrap().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        *rec.0.lock().unwrap(),
+        [
+            "t/s 0@0 expired ",
+            "t/s 0@0 dead-lettered #0 expired to t.s.dlq/0/0 00-ttl-01",
         ]
     );
     queues.close().await;

@@ -62,6 +62,10 @@ pub const ROUTES: &[(&str, &str)] = &[
         "POST",
         "/v1/topics/{topic}/subscriptions/{subscription}/redrive",
     ),
+    (
+        "GET",
+        "/v1/topics/{topic}/messages/{partition}/{offset}/history",
+    ),
 ];
 
 /// Routes whose latency is recorded.

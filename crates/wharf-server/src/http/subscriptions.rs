@@ -269,7 +269,7 @@ pub struct PulledMessage {
 }
 
 /// Text and base64 forms of some bytes: exactly one is set when there are bytes.
-fn text_or_base64(b: Option<&[u8]>) -> (Option<String>, Option<String>) {
+pub(super) fn text_or_base64(b: Option<&[u8]>) -> (Option<String>, Option<String>) {
     match b {
         None => (None, None),
         Some(b) => match std::str::from_utf8(b) {

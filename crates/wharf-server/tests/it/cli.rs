@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::{run_bounded, wharf};
 
-const OPTIONS: [&str; 8] = [
+const OPTIONS: [&str; 10] = [
     "--data-dir",
     "--kafka-addr",
     "--kafka-advertised-addr",
@@ -12,9 +12,11 @@ const OPTIONS: [&str; 8] = [
     "--auto-create-topics",
     "--http-addr",
     "--flush",
+    "--history-window-ms",
+    "--history-max-messages",
     "--config",
 ];
-const ENV_VARS: [&str; 8] = [
+const ENV_VARS: [&str; 10] = [
     "WHARF_DATA_DIR",
     "WHARF_KAFKA_ADDR",
     "WHARF_KAFKA_ADVERTISED_ADDR",
@@ -22,6 +24,8 @@ const ENV_VARS: [&str; 8] = [
     "WHARF_AUTO_CREATE_TOPICS",
     "WHARF_HTTP_ADDR",
     "WHARF_FLUSH",
+    "WHARF_HISTORY_WINDOW_MS",
+    "WHARF_HISTORY_MAX_MESSAGES",
     "WHARF_CONFIG",
 ];
 const DEFAULTS: [&str; 4] = ["./wharf-data", "127.0.0.1:9092", "127.0.0.1:8080", "always"];

@@ -28,7 +28,7 @@ fn answer(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, 
     (status, json)
 }
 
-fn call(addr: SocketAddr, method: &str, path: &str, body: &Value) -> (u16, Value) {
+pub(crate) fn call(addr: SocketAddr, method: &str, path: &str, body: &Value) -> (u16, Value) {
     let url = format!("http://{addr}{path}");
     let a = agent();
     match method {

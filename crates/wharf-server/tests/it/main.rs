@@ -2,6 +2,7 @@
 
 mod cli;
 mod groups;
+mod history;
 mod http_publish;
 mod http_queues;
 mod http_topics;
@@ -42,6 +43,8 @@ fn wharf() -> Command {
         "WHARF_LOG_FORMAT",
         "WHARF_OTLP_ENDPOINT",
         "WHARF_METRICS_PARTITION_LABELS",
+        "WHARF_HISTORY_WINDOW_MS",
+        "WHARF_HISTORY_MAX_MESSAGES",
     ] {
         cmd.env_remove(var);
     }
