@@ -297,6 +297,15 @@ class WharfTraced(WharfOtlp):
     bench_args = ("--traceparent",)
 
 
+class WharfTraced1(WharfOtlp):
+    """As `wharf-traced`, with 1% of the messages' traces sampled (the others carry an
+    unsampled `traceparent`): head sampling at the producer, as traced services are
+    usually run."""
+
+    name = "wharf-traced-1pct"
+    bench_args = ("--traceparent", "0.01")
+
+
 class WharfHttp(Wharf):
     """Wharf's HTTP/JSON queue API (`--driver http`): the same broker, reached on its HTTP
     port, for the `queue` workload (publish, long-poll pull, ack). Its peer is Wharf
@@ -404,7 +413,7 @@ class RabbitMQ(Broker):
         return f"amqp://guest:guest@127.0.0.1:{self.port}/%2f"
 
 
-BROKERS = {b.name: b for b in (Wharf, WharfNoSync, WharfOtlp, WharfTraced, WharfHttp, Tansu, JetStream, CoreNats, RabbitMQ)}
+BROKERS = {b.name: b for b in (Wharf, WharfNoSync, WharfOtlp, WharfTraced, WharfTraced1, WharfHttp, Tansu, JetStream, CoreNats, RabbitMQ)}
 
 
 # ---------------------------------------------------------------- workloads
@@ -837,7 +846,7 @@ def versions(bins):
             return "?"
 
     v = {"wharf": first_line([str(bins["wharf"]), "--version"])}
-    v["wharf-nosync"] = v["wharf-http"] = v["wharf-otlp"] = v["wharf-traced"] = v["wharf"]
+    v["wharf-nosync"] = v["wharf-http"] = v["wharf-otlp"] = v["wharf-traced"] = v["wharf-traced-1pct"] = v["wharf"]
     if "tansu" in bins:
         v["tansu"] = first_line([str(bins["tansu"]), "--version"])
     if "nats-server" in bins:
@@ -876,7 +885,7 @@ def main():
     for b in brokers:
         if b not in BROKERS:
             raise SystemExit(f"unknown broker {b}; known: {', '.join(BROKERS)}")
-    need = {"wharf": ["wharf"], "wharf-nosync": ["wharf"], "wharf-otlp": ["wharf", "wharf-bench"], "wharf-traced": ["wharf", "wharf-bench"], "wharf-http": ["wharf"], "tansu": ["tansu"], "jetstream": ["nats-server"], "nats": ["nats-server"],
+    need = {"wharf": ["wharf"], "wharf-nosync": ["wharf"], "wharf-otlp": ["wharf", "wharf-bench"], "wharf-traced": ["wharf", "wharf-bench"], "wharf-traced-1pct": ["wharf", "wharf-bench"], "wharf-http": ["wharf"], "tansu": ["tansu"], "jetstream": ["nats-server"], "nats": ["nats-server"],
             "rabbitmq": ["rabbitmq-server"]}
     for b in brokers:
         for n in need[b]:

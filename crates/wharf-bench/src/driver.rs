@@ -24,8 +24,9 @@ pub struct ProducerOpts {
     pub batch_bytes: u64,
     /// "none", "gzip", "snappy", "lz4" or "zstd".
     pub compression: String,
-    /// Give every message a W3C `traceparent` header of a new, sampled trace (Kafka).
-    pub traceparent: bool,
+    /// Give every message a W3C `traceparent` header of a new trace, this fraction of
+    /// them sampled (Kafka).
+    pub traceparent: Option<f64>,
 }
 
 /// Messages and bytes the broker acknowledged to one or more producers. Only a

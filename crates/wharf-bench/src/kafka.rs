@@ -115,7 +115,9 @@ impl Driver for KafkaDriver {
         Ok(Box::new(KafkaProducer {
             producer,
             topic: topic.to_owned(),
-            trace: opts.traceparent.then(|| TraceIds::new(topic)),
+            trace: opts
+                .traceparent
+                .map(|sampled| TraceIds::new(topic, sampled)),
         }))
     }
 
@@ -165,10 +167,12 @@ struct KafkaProducer {
 struct TraceIds {
     seed: u64,
     next: u64,
+    /// Fraction of messages whose sampled flag is set.
+    sampled: f64,
 }
 
 impl TraceIds {
-    fn new(topic: &str) -> TraceIds {
+    fn new(topic: &str, sampled: f64) -> TraceIds {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -176,12 +180,23 @@ impl TraceIds {
         let seed = topic.bytes().fold(nanos ^ 0x9e37_79b9_7f4a_7c15, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
-        TraceIds { seed, next: 0 }
+        TraceIds {
+            seed,
+            next: 0,
+            sampled,
+        }
     }
 
-    /// `00-<trace id>-<span id>-01`.
+    /// `00-<trace id>-<span id>-<flags>`: flags 01 (sampled) on `sampled` of them,
+    /// evenly spread, else 00.
     fn traceparent(&mut self) -> String {
         self.next += 1;
+        let n = self.next as f64;
+        let flags = if (n * self.sampled).floor() > ((n - 1.0) * self.sampled).floor() {
+            "01"
+        } else {
+            "00"
+        };
         let mix = |x: u64| {
             let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -193,7 +208,7 @@ impl TraceIds {
             mix(self.seed ^ self.next),
             mix(self.next.rotate_left(17) ^ self.seed),
         );
-        format!("00-{a:016x}{b:016x}-{c:016x}-01")
+        format!("00-{a:016x}{b:016x}-{c:016x}-{flags}")
     }
 }
 

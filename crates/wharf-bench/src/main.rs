@@ -272,10 +272,12 @@ struct ProducerArgs {
     /// Compression codec.
     #[arg(long, default_value = "none", value_parser = ["none", "gzip", "snappy", "lz4", "zstd"])]
     compression: String,
-    /// Give every message a W3C `traceparent` record header of a new trace, sampled
-    /// (Kafka only): what a broker's message tracing costs when every message is traced.
-    #[arg(long)]
-    traceparent: bool,
+    /// Give every message a W3C `traceparent` record header of a new trace, with the
+    /// sampled flag on this fraction of them, evenly spread (default 1: all; Kafka
+    /// only): what a broker's message tracing costs when producers trace that much.
+    #[arg(long, value_name = "SAMPLED", num_args = 0..=1, default_missing_value = "1",
+          value_parser = parse_fraction)]
+    traceparent: Option<f64>,
 }
 
 impl ProducerArgs {
@@ -298,6 +300,14 @@ impl RunArgs {
             (None, Some(s)) => bail!("--duration must be a positive number of seconds, not {s}"),
             (None, None) => Stop::Time(Duration::from_secs(10)),
         })
+    }
+}
+
+/// A number from 0 to 1.
+fn parse_fraction(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("expected a fraction from 0 to 1, got {s:?}")),
     }
 }
 

@@ -36,7 +36,7 @@ use crate::dedup::{Claim, Dedup, Reservations};
 use crate::error::{CoreError, IoContext, Result};
 use crate::group::{GroupConfig, GroupCoordinator};
 use crate::metrics::TopicMetrics;
-use crate::otel::MessageTracer;
+use crate::otel::{self, MessageTracer};
 use crate::producer::{
     PartitionProducers, ProducerEntry, ProducerIdAllocator, ProducerIdAndEpoch, SequenceError,
     MAX_BUMPED_EPOCH,
@@ -516,9 +516,11 @@ async fn produce_on(
             .producers
             .append_deferred(&p.log, &mut batches, now)
             .map_err(|e| p.append_err(e))?;
-        // Only with a tracer, and only for batches actually stored: a zero-copy move.
+        // Only with a tracer, only for batches actually stored, and only when they may
+        // hold a traced record: kept (a zero-copy move) until they are durable;
+        // otherwise freed here as before.
         let traced = match (tracer, received) {
-            (Some(t), Some(r)) if !outcome.duplicate => {
+            (Some(t), Some(r)) if !outcome.duplicate && otel::may_hold_traces(&batches) => {
                 Some((t, Bytes::from(batches), r, SystemTime::now()))
             }
             _ => None,

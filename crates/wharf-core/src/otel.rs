@@ -105,7 +105,7 @@ pub fn message_context(m: &Message) -> Option<SpanContext> {
 /// Whether a run of whole batches may hold a traced record: an uncompressed batch only
 /// if the header name appears in its bytes; a compressed one always (its bytes say
 /// nothing until inflated).
-fn may_hold_traces(bytes: &[u8]) -> bool {
+pub fn may_hold_traces(bytes: &[u8]) -> bool {
     let finder = memchr::memmem::Finder::new(TRACEPARENT.as_bytes());
     let mut pos = 0;
     while let Some(h) = BatchHeader::parse(&bytes[pos..]) {
