@@ -21,8 +21,10 @@
 //!
 //! Cost: without a [`MessageTracer`] (no `--otlp-endpoint`) nothing here runs, and the
 //! hot paths only test an `Option`. With one, each stored or fetched run of batches is
-//! scanned for the header name (`memchr::memmem`, gigabytes per second) and decoded
-//! only when the name is there (or the batch is compressed).
+//! scanned for the header name (`memchr::memmem`, gigabytes per second); where it is
+//! there, the records of uncompressed batches are walked in place (lengths and header
+//! names only, nothing allocated for a record without a sampled `traceparent`), and
+//! compressed batches are decoded.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -121,6 +123,119 @@ pub fn may_hold_traces(bytes: &[u8]) -> bool {
     false
 }
 
+/// Reads a zigzag varint (Kafka's `varint`/`varlong`) at `*pos`, moving past it.
+fn varint(b: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut raw: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*pos)?;
+        *pos += 1;
+        raw |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+        }
+    }
+    None
+}
+
+/// Skips a varint-prefixed byte string (length -1: null), returning it.
+fn bytes_at<'a>(b: &'a [u8], pos: &mut usize) -> Option<Option<&'a [u8]>> {
+    let len = varint(b, pos)?;
+    if len < 0 {
+        return Some(None);
+    }
+    let end = pos.checked_add(usize::try_from(len).ok()?)?;
+    let v = b.get(*pos..end)?;
+    *pos = end;
+    Some(Some(v))
+}
+
+/// The sampled trace contexts of the records at or after `from` in a run of whole
+/// batches (as stored: base offsets stamped), with their offsets. Uncompressed batches
+/// are walked in place, record by record, reading only lengths and header names, with
+/// nothing allocated for records without a sampled `traceparent`; compressed ones are
+/// decoded. A batch that does not parse ends the walk.
+pub fn sampled_contexts(bytes: &Bytes, from: u64) -> Vec<(u64, SpanContext)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some(h) = BatchHeader::parse(&bytes[pos..]) {
+        let Some(len) = h.total_len() else { break };
+        let Some(batch) = bytes.get(pos..pos + len) else {
+            break;
+        };
+        let start = pos;
+        pos += len;
+        let last = u64::try_from(h.last_offset()).unwrap_or(0);
+        if last < from || h.is_control() {
+            continue;
+        }
+        if h.compression() != 0 {
+            let Ok(d) = records::decode(bytes.slice(start..start + len), from) else {
+                break;
+            };
+            out.extend(d.messages.iter().filter_map(|m| {
+                Some((
+                    m.offset,
+                    message_context(m).filter(SpanContext::is_sampled)?,
+                ))
+            }));
+            continue;
+        }
+        let base = u64::try_from(h.base_offset).unwrap_or(0);
+        if walk_records(batch, base, from, &mut out).is_none() {
+            break;
+        }
+    }
+    out
+}
+
+/// [`sampled_contexts`] of one uncompressed batch; `None` when it does not parse.
+fn walk_records(
+    batch: &[u8],
+    base: u64,
+    from: u64,
+    out: &mut Vec<(u64, SpanContext)>,
+) -> Option<()> {
+    let count = BatchHeader::parse(batch)?.record_count;
+    let mut pos = wharf_log::batch::HEADER_LEN;
+    for _ in 0..count.max(0) {
+        let len = usize::try_from(varint(batch, &mut pos)?).ok()?;
+        let end = pos.checked_add(len)?;
+        let record = batch.get(pos..end)?;
+        pos = end;
+        let mut at = 1; // attributes
+        varint(record, &mut at)?; // timestamp delta
+        let delta = u64::try_from(varint(record, &mut at)?).ok()?;
+        let offset = base + delta;
+        if offset < from {
+            continue;
+        }
+        bytes_at(record, &mut at)?; // key
+        bytes_at(record, &mut at)?; // value
+        let headers = varint(record, &mut at)?;
+        let (mut parent, mut state) = (None, None);
+        for _ in 0..headers.max(0) {
+            let name = bytes_at(record, &mut at)?;
+            let value = bytes_at(record, &mut at)?;
+            match (name, value) {
+                (Some(n), Some(v)) if n == TRACEPARENT.as_bytes() && parent.is_none() => {
+                    parent = Some(v)
+                }
+                (Some(n), Some(v)) if n == TRACESTATE.as_bytes() && state.is_none() => {
+                    state = Some(v)
+                }
+                _ => {}
+            }
+        }
+        if let Some(cx) = parent
+            .and_then(|v| parse_traceparent(v, state))
+            .filter(SpanContext::is_sampled)
+        {
+            out.push((offset, cx));
+        }
+    }
+    Some(())
+}
+
 type Key = (String, String, u32, u64);
 
 /// Emits the broker's spans of traced messages through an OpenTelemetry tracer (the
@@ -195,29 +310,34 @@ impl MessageTracer {
         if !may_hold_traces(&batches) {
             return;
         }
-        let bytes = batches.len();
-        let Ok(decoded) = records::decode(batches, 0) else {
+        let traced = sampled_contexts(&batches, 0);
+        if traced.is_empty() {
             return;
-        };
-        let (first, last) = match (decoded.messages.first(), decoded.messages.last()) {
-            (Some(f), Some(l)) => (f.offset, l.offset),
-            _ => return,
-        };
-        let mut links = Vec::new();
-        for m in &decoded.messages {
-            let Some(parent) = message_context(m) else {
-                continue;
-            };
-            if !parent.is_sampled() {
-                continue;
-            }
+        }
+        // The run's offsets and size, from the batch headers.
+        let (mut first, mut last, mut messages) = (u64::MAX, 0, 0u64);
+        let mut pos = 0;
+        while let Some(h) = BatchHeader::parse(&batches[pos..]) {
+            let Some(len) = h.total_len() else { break };
+            pos += len;
+            let (b, l) = (
+                u64::try_from(h.base_offset).unwrap_or(0),
+                u64::try_from(h.last_offset()).unwrap_or(0),
+            );
+            first = first.min(b);
+            last = last.max(l);
+            messages += u64::try_from(h.record_count).unwrap_or(0);
+        }
+        let bytes = batches.len();
+        let mut links = Vec::with_capacity(traced.len());
+        for (offset, parent) in traced {
             self.child(
                 &parent,
                 format!("publish {topic}"),
                 SpanKind::Server,
                 received,
                 durable,
-                base_attributes(topic, partition, m.offset),
+                base_attributes(topic, partition, offset),
             );
             links.push(Link::with_context(parent));
         }
@@ -227,10 +347,7 @@ impl MessageTracer {
         let mut attributes = base_attributes(topic, partition, first);
         attributes.extend([
             KeyValue::new("last_offset", i64::try_from(last).unwrap_or(i64::MAX)),
-            KeyValue::new(
-                "messages",
-                i64::try_from(decoded.messages.len()).unwrap_or(0),
-            ),
+            KeyValue::new("messages", i64::try_from(messages).unwrap_or(0)),
             KeyValue::new("bytes", i64::try_from(bytes).unwrap_or(0)),
         ]);
         let mut span = self.tracer.build_with_context(
@@ -258,15 +375,9 @@ impl MessageTracer {
         if !may_hold_traces(batches) {
             return;
         }
-        let Ok(decoded) = records::decode(batches.clone(), from) else {
-            return;
-        };
         let now = SystemTime::now();
-        for m in &decoded.messages {
-            let Some(parent) = message_context(m).filter(SpanContext::is_sampled) else {
-                continue;
-            };
-            let mut attributes = base_attributes(topic, partition, m.offset);
+        for (offset, parent) in sampled_contexts(batches, from) {
+            let mut attributes = base_attributes(topic, partition, offset);
             attributes.push(KeyValue::new("messaging.client.id", client_id.to_string()));
             self.child(
                 &parent,
@@ -417,6 +528,82 @@ impl QueueObserver for MessageTracer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wharf_log::batch::{set_base_offset, Record, RecordBatchBuilder};
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const TP_OFF: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+
+    /// One batch at `base` of records with these headers.
+    fn batch(base: i64, records: &[Vec<(&str, Option<&[u8]>)>]) -> Vec<u8> {
+        let mut b = RecordBatchBuilder::new();
+        for (i, headers) in records.iter().enumerate() {
+            b.push(&Record {
+                key: Some(b"k"),
+                value: Some(format!("value {i}").as_bytes()),
+                headers: headers.clone(),
+                timestamp: 1_700_000_000_000 + i as i64,
+            });
+        }
+        let mut bytes = b.build();
+        set_base_offset(&mut bytes, base);
+        bytes
+    }
+
+    #[test]
+    fn sampled_contexts_are_found_in_place_and_agree_with_decoding() {
+        let mut run = batch(
+            10,
+            &[
+                vec![],
+                vec![
+                    ("other", Some(b"x".as_slice())),
+                    ("traceparent", Some(TP.as_bytes())),
+                ],
+                vec![("traceparent", Some(TP_OFF.as_bytes()))],
+                vec![("traceparent", None)],
+                vec![
+                    ("traceparent", Some(TP.as_bytes())),
+                    ("tracestate", Some(b"congo=t61rcWkgMzE".as_slice())),
+                ],
+            ],
+        );
+        run.extend(batch(
+            15,
+            &[
+                vec![("traceparent", Some(b"garbage".as_slice()))],
+                vec![("traceparent", Some(TP.as_bytes()))],
+            ],
+        ));
+        let bytes = Bytes::from(run);
+        let found = sampled_contexts(&bytes, 0);
+        let offsets: Vec<u64> = found.iter().map(|(o, _)| *o).collect();
+        assert_eq!(offsets, vec![11, 14, 16]);
+        assert_eq!(
+            found[2].1.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(found[1].1.trace_state().get("congo"), Some("t61rcWkgMzE"));
+        // The same answer as decoding every record.
+        let decoded: Vec<(u64, SpanContext)> = records::decode(bytes.clone(), 0)
+            .unwrap()
+            .messages
+            .iter()
+            .filter_map(|m| {
+                Some((
+                    m.offset,
+                    message_context(m).filter(SpanContext::is_sampled)?,
+                ))
+            })
+            .collect();
+        assert_eq!(found, decoded);
+        // From an offset on; a torn tail ends the walk without a panic.
+        assert_eq!(sampled_contexts(&bytes, 12).len(), 2);
+        let torn = bytes.slice(..bytes.len() - 3);
+        assert_eq!(sampled_contexts(&torn, 0).len(), 2);
+        let mut bad = bytes.to_vec();
+        bad[61] = 0xff; // the first record's length: a varint that never ends here
+        assert!(sampled_contexts(&Bytes::from(bad), 0).len() <= 3);
+    }
 
     #[test]
     fn traceparent_parses_per_the_w3c_rules() {
