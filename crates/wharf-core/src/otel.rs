@@ -533,8 +533,11 @@ mod tests {
     const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     const TP_OFF: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
 
+    /// A record's headers.
+    type Headers<'a> = Vec<(&'a str, Option<&'a [u8]>)>;
+
     /// One batch at `base` of records with these headers.
-    fn batch(base: i64, records: &[Vec<(&str, Option<&[u8]>)>]) -> Vec<u8> {
+    fn batch(base: i64, records: &[Headers<'_>]) -> Vec<u8> {
         let mut b = RecordBatchBuilder::new();
         for (i, headers) in records.iter().enumerate() {
             b.push(&Record {
