@@ -577,7 +577,7 @@ async fn produce_on(
         count_appended(&p, &outcome);
         p.appended();
         if let (Some(t), Some(received)) = (tracer, received) {
-            if !outcome.duplicate {
+            if !outcome.duplicate && otel::may_hold_traces(&batches) {
                 let now = SystemTime::now();
                 t.stored(
                     p.topic.as_str(),

@@ -298,6 +298,8 @@ impl MessageTracer {
     /// Batches just stored at their offsets (`batches` as the log holds them, base
     /// offsets stamped): a `publish` span per traced message, from `received` to
     /// `durable`, and one `persist` span from `written` to `durable` linked to them.
+    /// The caller has checked [`may_hold_traces`] (it decides whether to keep the
+    /// batches until durable at all), so it is not scanned again here.
     pub fn stored(
         &self,
         topic: &str,
@@ -307,9 +309,6 @@ impl MessageTracer {
         written: SystemTime,
         durable: SystemTime,
     ) {
-        if !may_hold_traces(&batches) {
-            return;
-        }
         let traced = sampled_contexts(&batches, 0);
         if traced.is_empty() {
             return;

@@ -13,7 +13,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use wharf_core::history::{DeadLetterOrigin, HistoryEvent, HistoryKind, MessageStory};
 
-use super::subscriptions::text_or_base64;
+use super::subscriptions::{split_headers, text_or_base64};
 use super::{ApiError, AppState, ErrorBody};
 
 /// The record as stored.
@@ -219,21 +219,7 @@ impl From<MessageStory> for MessageHistoryResponse {
         let m = s.message;
         let (key, key_base64) = text_or_base64(m.key.as_deref());
         let (value, value_base64) = text_or_base64(m.value.as_deref());
-        let mut headers = BTreeMap::new();
-        let mut headers_base64 = BTreeMap::new();
-        for (k, v) in m.headers {
-            match text_or_base64(v.as_deref()) {
-                (Some(t), _) => {
-                    headers.entry(k).or_insert(t);
-                }
-                (None, Some(b)) => {
-                    headers_base64.entry(k).or_insert(b);
-                }
-                (None, None) => {
-                    headers.entry(k).or_insert_with(String::new);
-                }
-            }
-        }
+        let (headers, headers_base64) = split_headers(m.headers);
         let events: Vec<MessageEvent> = s.events.into_iter().map(MessageEvent::from).collect();
         let dead_letters = events
             .iter()

@@ -279,26 +279,35 @@ pub(super) fn text_or_base64(b: Option<&[u8]>) -> (Option<String>, Option<String
     }
 }
 
+/// Record headers as the API shows them: UTF-8 values in the first map, the others in
+/// base64 in the second; the first value of a repeated name wins, a null value is "".
+pub(super) fn split_headers<V: AsRef<[u8]>>(
+    raw: Vec<(String, Option<V>)>,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let mut headers = BTreeMap::new();
+    let mut headers_base64 = BTreeMap::new();
+    for (k, v) in raw {
+        match text_or_base64(v.as_ref().map(AsRef::as_ref)) {
+            (Some(t), _) => {
+                headers.entry(k).or_insert(t);
+            }
+            (None, Some(b)) => {
+                headers_base64.entry(k).or_insert(b);
+            }
+            (None, None) => {
+                headers.entry(k).or_insert_with(String::new);
+            }
+        }
+    }
+    (headers, headers_base64)
+}
+
 impl From<Pulled> for PulledMessage {
     fn from(p: Pulled) -> PulledMessage {
         let m = p.message;
         let (key, key_base64) = text_or_base64(m.key.as_deref());
         let (value, value_base64) = text_or_base64(m.value.as_deref());
-        let mut headers = BTreeMap::new();
-        let mut headers_base64 = BTreeMap::new();
-        for (k, v) in m.headers {
-            match text_or_base64(v.as_deref()) {
-                (Some(t), _) => {
-                    headers.entry(k).or_insert(t);
-                }
-                (None, Some(b)) => {
-                    headers_base64.entry(k).or_insert(b);
-                }
-                (None, None) => {
-                    headers.entry(k).or_insert_with(String::new);
-                }
-            }
-        }
+        let (headers, headers_base64) = split_headers(m.headers);
         PulledMessage {
             ack_id: p.ack_id.to_string(),
             message_id: p.message_id,

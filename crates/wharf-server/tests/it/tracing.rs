@@ -23,6 +23,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
+use crate::http_queues::call;
 use crate::{serve_on, Server};
 
 /// Spans received, with the service name of their resource.
@@ -107,29 +108,6 @@ fn attr(span: &Span, key: &str) -> Option<String> {
             AnyValue::IntValue(i) => i.to_string(),
             other => format!("{other:?}"),
         })
-}
-
-fn call(addr: SocketAddr, method: &str, path: &str, body: &Value) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into();
-    let url = format!("http://{addr}{path}");
-    let resp = match method {
-        "PUT" => agent
-            .put(&url)
-            .header("Content-Type", "application/json")
-            .send(body.to_string()),
-        _ => agent
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .send(body.to_string()),
-    };
-    let mut resp = resp.expect("HTTP request");
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 const TRACE_ACKED: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
