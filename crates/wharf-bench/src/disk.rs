@@ -7,10 +7,17 @@
 //! either grown by each write (`append`, like fio's appending test) or overwritten
 //! inside zeroed space written and synced first (`overwrite`, like Wharf's preallocated
 //! segments).
+//!
+//! With `--group-commit` the writes and the syncs run on two threads, as in a broker
+//! that commits in groups: writes go on at their due times while a sync runs, and each
+//! sync covers every write made before it started. A write's latency then ends with the
+//! first sync that started after it: the disk's floor for a message that a consumer may
+//! see only once it is durable.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::{Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -35,7 +42,10 @@ pub struct DiskReport {
     pub mode: Mode,
     pub rate: u64,
     pub size: usize,
+    pub group_commit: bool,
     pub writes: u64,
+    /// fdatasync calls made (one per write unless `group_commit`).
+    pub syncs: u64,
     /// Time from when each write was due to the end of its fdatasync.
     pub latency: Latency,
     /// fdatasync calls alone, each counted once (fio's view).
@@ -45,6 +55,7 @@ pub struct DiskReport {
 pub fn run(
     dir: &Path,
     mode: Mode,
+    group_commit: bool,
     rate: u64,
     size: usize,
     duration: Duration,
@@ -63,7 +74,7 @@ pub fn run(
         .create_new(true)
         .open(&path)
         .with_context(|| format!("creating {}", path.display()))?;
-    let result = measure(&file, mode, rate, size, duration);
+    let result = measure(&file, mode, group_commit, rate, size, duration);
     let _ = std::fs::remove_file(&path);
     result.with_context(|| format!("writing {}", path.display()))
 }
@@ -71,6 +82,7 @@ pub fn run(
 fn measure(
     file: &std::fs::File,
     mode: Mode,
+    group_commit: bool,
     rate: u64,
     size: usize,
     duration: Duration,
@@ -93,6 +105,20 @@ fn measure(
     let buf: Vec<u8> = (0..size).map(|i| (i % 251) as u8 + 1).collect();
     let mut e2e = hdrhistogram::Histogram::<u64>::new(3)?;
     let mut sync = hdrhistogram::Histogram::<u64>::new(3)?;
+    if group_commit {
+        let syncs = grouped(file, &buf, every, writes, &mut e2e, &mut sync)?;
+        return Ok(DiskReport {
+            workload: "disk",
+            mode,
+            rate,
+            size,
+            group_commit,
+            writes,
+            syncs,
+            latency: Latency::from_histogram(&e2e),
+            sync: Latency::from_histogram(&sync),
+        });
+    }
     let start = Instant::now();
     for i in 0..writes {
         let due = every * u32::try_from(i).unwrap_or(u32::MAX);
@@ -111,8 +137,73 @@ fn measure(
         mode,
         rate,
         size,
+        group_commit,
         writes,
+        syncs: writes,
         latency: Latency::from_histogram(&e2e),
         sync: Latency::from_histogram(&sync),
+    })
+}
+
+/// `--group-commit`: this thread writes at the due times; another syncs, again and again,
+/// everything written before each sync starts. Returns the number of syncs.
+fn grouped(
+    file: &std::fs::File,
+    buf: &[u8],
+    every: Duration,
+    writes: u64,
+    e2e: &mut hdrhistogram::Histogram<u64>,
+    sync: &mut hdrhistogram::Histogram<u64>,
+) -> Result<u64> {
+    let due = |i: u64| every * u32::try_from(i).unwrap_or(u32::MAX);
+    // Writes made so far, and whether the writer gave up (an error).
+    let written = Mutex::new((0u64, false));
+    let more = Condvar::new();
+    let lock = || written.lock().unwrap_or_else(PoisonError::into_inner);
+    let start = Instant::now();
+    thread::scope(|s| {
+        let syncer = s.spawn(|| -> Result<u64> {
+            let (mut synced, mut syncs) = (0u64, 0u64);
+            while synced < writes {
+                let upto = {
+                    let mut w = lock();
+                    while w.0 == synced && !w.1 {
+                        w = more.wait(w).unwrap_or_else(PoisonError::into_inner);
+                    }
+                    if w.0 == synced {
+                        break;
+                    }
+                    w.0
+                };
+                let began = Instant::now();
+                file.sync_data()?;
+                let done = start.elapsed();
+                syncs += 1;
+                sync.record(began.elapsed().as_micros() as u64)?;
+                for i in synced..upto {
+                    e2e.record(done.saturating_sub(due(i)).as_micros() as u64)?;
+                }
+                synced = upto;
+            }
+            Ok(syncs)
+        });
+        let wrote = (|| -> Result<()> {
+            for i in 0..writes {
+                if let Some(wait) = due(i).checked_sub(start.elapsed()) {
+                    thread::sleep(wait);
+                }
+                file.write_all_at(buf, i * buf.len() as u64)?;
+                lock().0 = i + 1;
+                more.notify_one();
+            }
+            Ok(())
+        })();
+        lock().1 = true;
+        more.notify_one();
+        let syncs = syncer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the sync thread panicked"))?;
+        wrote?;
+        syncs
     })
 }

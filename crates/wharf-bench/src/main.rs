@@ -208,6 +208,10 @@ enum Workload {
         /// written and synced first (as Wharf's preallocated segments).
         #[arg(long, value_enum, default_value_t = disk::Mode::Overwrite)]
         mode: disk::Mode,
+        /// Write and sync on two threads, each sync covering every write made before it
+        /// started (a broker's group commit), instead of one sync after each write.
+        #[arg(long)]
+        group_commit: bool,
     },
     /// No broker: an OTLP/gRPC trace endpoint on --addr that counts the spans sent to it
     /// and drops them (a stand-in collector for measuring what exporting traces costs a
@@ -252,6 +256,11 @@ struct RunArgs {
     /// partitioner spreads batches). Default 0; for `partitions`, 4 per partition.
     #[arg(long)]
     keys: Option<u64>,
+    /// Also write every message's latency to FILE, a line each: when it was due (µs
+    /// since the Unix epoch) and its latency (µs), in order of due time. For finding
+    /// where a tail comes from: a periodic spike and a stall look different there.
+    #[arg(long, value_name = "FILE")]
+    latency_samples: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args, Serialize)]
@@ -338,23 +347,37 @@ fn run(cli: Cli) -> Result<()> {
         size,
         duration,
         mode,
+        group_commit,
     } = &cli.workload
     {
         if !(duration.is_finite() && *duration > 0.0) {
             bail!("--duration must be a positive number of seconds, not {duration}");
         }
-        let report = disk::run(dir, *mode, *rate, *size, Duration::from_secs_f64(*duration))?;
+        let report = disk::run(
+            dir,
+            *mode,
+            *group_commit,
+            *rate,
+            *size,
+            Duration::from_secs_f64(*duration),
+        )?;
         let json = serde_json::to_string_pretty(&report)?;
         if let Some(path) = &cli.global.json {
             std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
         }
         let (l, s) = (&report.latency, &report.sync);
         println!(
-            "disk ({:?}, {} B at {}/s): from due p50 {} µs  p99 {} µs  p99.9 {} µs  max {} µs; \
-             fdatasync alone p50 {} µs  p99 {} µs",
+            "disk ({:?}{}, {} B at {}/s, {} syncs): from due p50 {} µs  p99 {} µs  p99.9 {} µs  \
+             max {} µs; fdatasync alone p50 {} µs  p99 {} µs",
             report.mode,
+            if report.group_commit {
+                ", group commit"
+            } else {
+                ""
+            },
             report.size,
             report.rate,
+            report.syncs,
             l.p50_us,
             l.p99_us,
             l.p999_us,
@@ -460,6 +483,7 @@ fn run(cli: Cli) -> Result<()> {
         stop,
         producer: producer.opts(),
         progress: progress.clone(),
+        samples: run.latency_samples.as_deref(),
     };
     let done = Arc::new(AtomicBool::new(false));
     let ticker = report::spawn_progress(name, stop, progress, done.clone());

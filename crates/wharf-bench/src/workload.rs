@@ -6,12 +6,13 @@
 //! that falls behind its rate shows up as latency instead of hiding it (coordinated
 //! omission).
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
 
 use crate::driver::{Acks, Consumer, Driver, Producer, ProducerOpts};
@@ -74,6 +75,8 @@ pub struct Params<'a> {
     pub stop: Stop,
     pub producer: ProducerOpts,
     pub progress: Arc<Progress>,
+    /// Where to write every received message's due time and latency (`--latency-samples`).
+    pub samples: Option<&'a Path>,
 }
 
 fn now_micros() -> u64 {
@@ -229,6 +232,9 @@ struct Reader {
 struct ReadResult {
     histogram: Histogram<u64>,
     bytes: u64,
+    /// (when due, µs since the Unix epoch; latency, µs) of every message received, when
+    /// asked for (`--latency-samples`).
+    samples: Vec<(u64, u64)>,
 }
 
 fn read_loop(
@@ -236,9 +242,11 @@ fn read_loop(
     origin: Instant,
     target: &AtomicU64,
     progress: &Progress,
+    keep_samples: bool,
 ) -> Result<ReadResult> {
     let mut histogram = new_histogram();
     let mut bytes = 0u64;
+    let mut samples = Vec::new();
     let mut idle_since = Instant::now();
     while !interrupted() {
         if r.group_count.load(Ordering::Acquire) >= target.load(Ordering::Acquire) {
@@ -250,7 +258,11 @@ fn read_loop(
                 bytes += payload.len() as u64;
                 if let Some(stamp) = payload.get(..8) {
                     let sent = u64::from_le_bytes(stamp.try_into().unwrap_or_default());
-                    let _ = histogram.record(now_micros().saturating_sub(sent).max(1));
+                    let latency = now_micros().saturating_sub(sent).max(1);
+                    let _ = histogram.record(latency);
+                    if keep_samples {
+                        samples.push((sent, latency));
+                    }
                 }
             })?;
         if n > 0 {
@@ -270,7 +282,28 @@ fn read_loop(
             );
         }
     }
-    Ok(ReadResult { histogram, bytes })
+    Ok(ReadResult {
+        histogram,
+        bytes,
+        samples,
+    })
+}
+
+/// Writes `--latency-samples`: one line per message received, `<due µs> <latency µs>`
+/// (the due time in µs since the Unix epoch), in order of due time. The histogram gives
+/// the percentiles; this gives when the slow ones happened, to tell a periodic cause
+/// (a timer, a polling loop) from a stall.
+fn write_samples(path: &Path, mut samples: Vec<(u64, u64)>) -> Result<()> {
+    use std::io::Write as _;
+    samples.sort_unstable();
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    for (due, latency) in samples {
+        writeln!(out, "{due} {latency}")?;
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Waits until every consumer was given something to read.
@@ -353,7 +386,7 @@ fn produce_and_read_group(
     let (sent, results) = thread::scope(|s| -> Result<_> {
         let handles: Vec<_> = readers
             .iter_mut()
-            .map(|r| s.spawn(|| read_loop(r, origin, &target, &p.progress)))
+            .map(|r| s.spawn(|| read_loop(r, origin, &target, &p.progress, p.samples.is_some())))
             .collect();
         let count = match p.stop {
             Stop::Count(n) => Some(n),
@@ -370,10 +403,15 @@ fn produce_and_read_group(
     })?;
     let mut histogram = new_histogram();
     let mut bytes = 0;
+    let mut samples = Vec::new();
     for r in results {
         let r = r?;
         histogram.add(&r.histogram)?;
         bytes += r.bytes;
+        samples.extend(r.samples);
+    }
+    if let Some(path) = p.samples {
+        write_samples(path, samples)?;
     }
     check_acks(&acks)?;
     // Each group once (its consumers share one counter).
@@ -495,7 +533,7 @@ pub fn consume(p: &Params<'_>, consumers: usize, run_id: &str) -> Result<Outcome
     let results: Vec<Result<ReadResult>> = thread::scope(|s| {
         let handles: Vec<_> = readers
             .iter_mut()
-            .map(|r| s.spawn(|| read_loop(r, origin, &target, &p.progress)))
+            .map(|r| s.spawn(|| read_loop(r, origin, &target, &p.progress, false)))
             .collect();
         handles
             .into_iter()

@@ -300,7 +300,17 @@ fn e2e_receives_every_acknowledged_message() {
 #[test]
 fn latency_histogram_counts_every_message_received() {
     let broker = Broker::start();
-    let r = broker.bench(&["latency", "--rate", "1000", "--duration", "1.5"]);
+    let samples = broker.data.path().join("samples.txt");
+    let samples_arg = samples.to_str().expect("UTF-8 temp path");
+    let r = broker.bench(&[
+        "latency",
+        "--rate",
+        "1000",
+        "--duration",
+        "1.5",
+        "--latency-samples",
+        samples_arg,
+    ]);
     check_common(&r, "latency");
     // Lingering to fill a batch would be measured as latency; off unless asked for.
     assert_eq!(u(&r["params"]["producer"], "linger_ms"), 0, "{r:#}");
@@ -309,6 +319,29 @@ fn latency_histogram_counts_every_message_received() {
     // 1.5 s at 1000/s, give or take the last tick.
     assert!((1400..=1501).contains(&received), "{r:#}");
     check_latency(&r);
+
+    // --latency-samples: a line per message received, `<due µs> <latency µs>`, in order
+    // of due time, 1 ms apart at 1000/s, agreeing with the histogram.
+    let text = std::fs::read_to_string(&samples).expect("samples file");
+    let lines: Vec<(u64, u64)> = text
+        .lines()
+        .map(|l| {
+            let (due, lat) = l.split_once(' ').expect("two fields");
+            (due.parse().expect("due"), lat.parse().expect("latency"))
+        })
+        .collect();
+    assert_eq!(lines.len() as u64, received, "{text}");
+    for pair in lines.windows(2) {
+        let step = pair[1].0 - pair[0].0;
+        assert!((999..=1001).contains(&step), "{pair:?}");
+    }
+    let max = lines.iter().map(|&(_, l)| l).max().expect("some");
+    // The histogram keeps 3 significant digits.
+    let hist_max = u(&r["latency"], "max_us");
+    assert!(
+        max.abs_diff(hist_max) <= hist_max / 500 + 1,
+        "{max} vs {hist_max}"
+    );
 }
 
 #[test]
@@ -487,6 +520,36 @@ fn disk_times_every_write_from_when_it_was_due_and_leaves_no_file() {
         let left: Vec<_> = std::fs::read_dir(&scratch).expect("dir").collect();
         assert!(left.is_empty(), "left behind: {left:?}");
     }
+    // Committing in groups: every write timed, each sync counted once, and never more
+    // syncs than writes.
+    let json = dir.path().join("disk-group.json");
+    let out = run_bench([
+        "--json".as_ref(),
+        json.as_os_str(),
+        "disk".as_ref(),
+        "--dir".as_ref(),
+        scratch.as_os_str(),
+        "--rate".as_ref(),
+        "2000".as_ref(),
+        "--duration".as_ref(),
+        "0.5".as_ref(),
+        "--group-commit".as_ref(),
+    ]);
+    assert!(
+        out.status.success(),
+        "wharf-bench disk --group-commit failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("--json file"))
+        .expect("parses");
+    assert_eq!(r["group_commit"], true, "{r}");
+    assert_eq!(r["writes"], 1000, "{r}");
+    assert_eq!(r["latency"]["count"], 1000, "{r}");
+    let syncs = u(&r, "syncs");
+    assert!((1..=1000).contains(&syncs), "{r}");
+    assert_eq!(u(&r["sync"], "count"), syncs, "{r}");
+    let left: Vec<_> = std::fs::read_dir(&scratch).expect("dir").collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
     // Bad input is refused with a message.
     let out = run_bench(["disk", "--dir", "/tmp", "--rate", "0"]);
     assert!(!out.status.success());
