@@ -271,6 +271,9 @@ impl Producer for KafkaProducer {
     }
 }
 
+/// Most events served per wake-up of the [`DeliveryThread`].
+const SERVE_BOUND: usize = 100_000;
+
 /// Serves a producer's delivery reports (its main queue) from a thread that sleeps until
 /// librdkafka has one.
 ///
@@ -282,9 +285,6 @@ impl Producer for KafkaProducer {
 /// at 2,000 msg/s, about 1% of them. Here librdkafka writes a byte to a socket when the
 /// queue gets an event (`rd_kafka_queue_io_event_enable`); the thread blocks reading it,
 /// then serves the queue until it is empty with non-blocking polls.
-/// Most events served per wake-up of the [`DeliveryThread`].
-const SERVE_BOUND: usize = 100_000;
-
 struct DeliveryThread {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -354,7 +354,6 @@ impl DeliveryThread {
         // Wake up now and then even without a report, to see `stop`.
         rx.set_read_timeout(Some(Duration::from_millis(100)))?;
         let queue = Arc::new(MainQueue::new(Arc::clone(&producer)));
-        queue.wake_on(Some(&tx));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (stop, queue) = (Arc::clone(&stop), Arc::clone(&queue));
@@ -380,6 +379,9 @@ impl DeliveryThread {
                 })
                 .context("starting the delivery report thread")?
         };
+        // Only once the thread runs, so a failure above leaves librdkafka writing to no
+        // socket. A report queued before this is seen at the thread's first timeout.
+        queue.wake_on(Some(&tx));
         Ok(DeliveryThread {
             stop,
             thread: Some(thread),
