@@ -38,7 +38,7 @@ use opentelemetry::trace::{
     TraceId, TraceState, Tracer as _,
 };
 use opentelemetry::{Context, KeyValue};
-use wharf_log::batch::BatchHeader;
+use wharf_log::batch::{get_varint, BatchHeader};
 
 use crate::observe::{QueueEvent, QueueEventKind, QueueObserver};
 use crate::records::{self, Message};
@@ -123,23 +123,9 @@ pub fn may_hold_traces(bytes: &[u8]) -> bool {
     false
 }
 
-/// Reads a zigzag varint (Kafka's `varint`/`varlong`) at `*pos`, moving past it.
-fn varint(b: &[u8], pos: &mut usize) -> Option<i64> {
-    let mut raw: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let byte = *b.get(*pos)?;
-        *pos += 1;
-        raw |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(((raw >> 1) as i64) ^ -((raw & 1) as i64));
-        }
-    }
-    None
-}
-
 /// Skips a varint-prefixed byte string (length -1: null), returning it.
 fn bytes_at<'a>(b: &'a [u8], pos: &mut usize) -> Option<Option<&'a [u8]>> {
-    let len = varint(b, pos)?;
+    let len = get_varint(b, pos)?;
     if len < 0 {
         return Some(None);
     }
@@ -198,20 +184,20 @@ fn walk_records(
     let count = BatchHeader::parse(batch)?.record_count;
     let mut pos = wharf_log::batch::HEADER_LEN;
     for _ in 0..count.max(0) {
-        let len = usize::try_from(varint(batch, &mut pos)?).ok()?;
+        let len = usize::try_from(get_varint(batch, &mut pos)?).ok()?;
         let end = pos.checked_add(len)?;
         let record = batch.get(pos..end)?;
         pos = end;
         let mut at = 1; // attributes
-        varint(record, &mut at)?; // timestamp delta
-        let delta = u64::try_from(varint(record, &mut at)?).ok()?;
-        let offset = base + delta;
+        get_varint(record, &mut at)?; // timestamp delta
+        let delta = u64::try_from(get_varint(record, &mut at)?).ok()?;
+        let offset = base.checked_add(delta)?;
         if offset < from {
             continue;
         }
         bytes_at(record, &mut at)?; // key
         bytes_at(record, &mut at)?; // value
-        let headers = varint(record, &mut at)?;
+        let headers = get_varint(record, &mut at)?;
         let (mut parent, mut state) = (None, None);
         for _ in 0..headers.max(0) {
             let name = bytes_at(record, &mut at)?;

@@ -195,7 +195,8 @@ pub fn set_base_offset(b: &mut [u8], base_offset: i64) {
 }
 
 /// Reads a zigzag varint (as records encode their fields) at `*pos`, advancing it.
-fn get_varint(b: &[u8], pos: &mut usize) -> Option<i64> {
+/// `None` when the bytes end first or it runs past 64 bits.
+pub fn get_varint(b: &[u8], pos: &mut usize) -> Option<i64> {
     let mut raw: u64 = 0;
     for shift in (0..64).step_by(7) {
         let byte = *b.get(*pos)?;

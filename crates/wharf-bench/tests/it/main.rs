@@ -481,32 +481,48 @@ fn latency_percentiles_are_plotted_for_one_run_and_for_several() {
     assert!(!refused.exists());
 }
 
+/// Runs `wharf-bench --json <dir>/<name>.json disk --dir <scratch> --rate R --duration
+/// 0.5 <extra>`, checks it succeeded and left no scratch file; its stdout and report.
+fn run_disk(dir: &Path, scratch: &Path, name: &str, rate: &str, extra: &[&str]) -> (String, Value) {
+    let json = dir.join(format!("{name}.json"));
+    let mut args: Vec<&OsStr> = vec![
+        "--json".as_ref(),
+        json.as_os_str(),
+        "disk".as_ref(),
+        "--dir".as_ref(),
+        scratch.as_os_str(),
+        "--rate".as_ref(),
+        rate.as_ref(),
+        "--duration".as_ref(),
+        "0.5".as_ref(),
+    ];
+    args.extend(extra.iter().map(OsStr::new));
+    let out = run_bench(args);
+    assert!(
+        out.status.success(),
+        "wharf-bench disk {extra:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("--json file"))
+        .expect("parses");
+    // The scratch file is gone.
+    let left: Vec<_> = std::fs::read_dir(scratch).expect("dir").collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), r)
+}
+
 #[test]
 fn disk_times_every_write_from_when_it_was_due_and_leaves_no_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let scratch = dir.path().join("scratch");
     for mode in ["append", "overwrite"] {
-        let json = dir.path().join(format!("disk-{mode}.json"));
-        let out = run_bench([
-            "--json".as_ref(),
-            json.as_os_str(),
-            "disk".as_ref(),
-            "--dir".as_ref(),
-            scratch.as_os_str(),
-            "--rate".as_ref(),
-            "400".as_ref(),
-            "--duration".as_ref(),
-            "0.5".as_ref(),
-            "--mode".as_ref(),
-            mode.as_ref(),
-        ]);
-        assert!(
-            out.status.success(),
-            "wharf-bench disk failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let (stdout, r) = run_disk(
+            dir.path(),
+            &scratch,
+            &format!("disk-{mode}"),
+            "400",
+            &["--mode", mode],
         );
-        let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("--json file"))
-            .expect("parses");
         assert_eq!(r["mode"], mode);
         assert_eq!(r["writes"], 200, "{r}");
         assert_eq!(r["latency"]["count"], 200, "{r}");
@@ -514,42 +530,23 @@ fn disk_times_every_write_from_when_it_was_due_and_leaves_no_file() {
         // Timed from when due, a write's latency includes its fdatasync.
         let (p50, sync_p50) = (&r["latency"]["p50_us"], &r["sync"]["p50_us"]);
         assert!(p50.as_u64() >= sync_p50.as_u64(), "{r}");
-        let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("from due p50"), "{stdout}");
-        // The scratch file is gone.
-        let left: Vec<_> = std::fs::read_dir(&scratch).expect("dir").collect();
-        assert!(left.is_empty(), "left behind: {left:?}");
     }
     // Committing in groups: every write timed, each sync counted once, and never more
     // syncs than writes.
-    let json = dir.path().join("disk-group.json");
-    let out = run_bench([
-        "--json".as_ref(),
-        json.as_os_str(),
-        "disk".as_ref(),
-        "--dir".as_ref(),
-        scratch.as_os_str(),
-        "--rate".as_ref(),
-        "2000".as_ref(),
-        "--duration".as_ref(),
-        "0.5".as_ref(),
-        "--group-commit".as_ref(),
-    ]);
-    assert!(
-        out.status.success(),
-        "wharf-bench disk --group-commit failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let (_, r) = run_disk(
+        dir.path(),
+        &scratch,
+        "disk-group",
+        "2000",
+        &["--group-commit"],
     );
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("--json file"))
-        .expect("parses");
     assert_eq!(r["group_commit"], true, "{r}");
     assert_eq!(r["writes"], 1000, "{r}");
     assert_eq!(r["latency"]["count"], 1000, "{r}");
     let syncs = u(&r, "syncs");
     assert!((1..=1000).contains(&syncs), "{r}");
     assert_eq!(u(&r["sync"], "count"), syncs, "{r}");
-    let left: Vec<_> = std::fs::read_dir(&scratch).expect("dir").collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
     // Bad input is refused with a message.
     let out = run_bench(["disk", "--dir", "/tmp", "--rate", "0"]);
     assert!(!out.status.success());
