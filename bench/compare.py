@@ -587,7 +587,36 @@ def machine_limits(workdir, bins, rate):
     lat = disk_floor(bins, workdir, rate, "overwrite", group=True)
     out["disk_group_p99_us"] = lat["p99_us"]
     out["disk_group_curve"] = lat["curve"]
+    # The machine's own trip at that rate: no broker, no disk, one thread to another
+    # over loopback TCP. Its tail is what the machine adds to any broker's (a CPU taken
+    # away while a message is on its way).
+    lb = loopback(bins, workdir, rate)
+    out["loopback_p99_us"] = lb["latency"]["p99_us"]
+    out["loopback_p999_us"] = lb["latency"]["p999_us"]
+    out["loopback_max_us"] = lb["latency"]["max_us"]
+    out["loopback_over_1ms_pct"] = 100 * lb["over_1ms"] / max(lb["messages"], 1)
+    out["loopback_curve"] = lb["latency"]["curve"]
     return out
+
+
+def loopback(bins, workdir, rate):
+    """wharf-bench loopback: messages from one thread to another over loopback TCP at the
+    latency workload's rate, timed from when each was due. Returns its JSON report."""
+    out = workdir / "loopback.json"
+    subprocess.run(
+        [str(bins["wharf-bench"]), "--json", str(out), "loopback", "--rate", str(rate),
+         "--duration", "10"],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    return json.loads(out.read_text())
+
+
+def share_over(curve, us):
+    """The share of messages (%) over `us` µs, read off a latency curve of (percentile, µs)
+    points: 100 less the highest percentile still at or under `us` (so never less than
+    the curve resolves)."""
+    at_or_under = [float(p) for p, v in curve if v <= us]
+    return 100 - max(at_or_under, default=0.0)
 
 
 def quantiles(curve, n):
@@ -759,6 +788,9 @@ def render(meta, s, idle, limits, brokers, workloads, plots):
         ("disk_append_p99_us", "`wharf-bench disk --mode append` at the latency rate, p99 from due (µs)", 0),
         ("disk_overwrite_p99_us", "`wharf-bench disk --mode overwrite` at the latency rate, p99 from due (µs)", 0),
         ("disk_group_p99_us", "`wharf-bench disk --mode overwrite --group-commit` at the latency rate, p99 from due (µs)", 0),
+        ("loopback_p99_us", "`wharf-bench loopback` at the latency rate (no broker, no disk), p99 from due (µs)", 0),
+        ("loopback_p999_us", "`wharf-bench loopback` at the latency rate, p99.9 from due (µs)", 0),
+        ("loopback_over_1ms_pct", "`wharf-bench loopback` at the latency rate, messages over 1 ms (%)", 2),
         ("iperf3_loopback_mb_s", "iperf3 loopback (MB/s)", 0),
     ]:
         vals = [l[key] for l in limits if key in l]
@@ -873,6 +905,25 @@ def targets(s, idle, limits):
             cells.append(f"{a / b:.2f}×" + (f" ({', '.join(notes)})" if notes else ""))
         said = f"; met in {met} of {n} rounds; the disk alone was over ½ RabbitMQ's p99 in {over}"
         rows.append(("(per round) Wharf/RabbitMQ latency p99; the disk's own p99 at that rate committing in groups (a run of its own); Wharf's slow fdatasyncs during its run", " / ".join(cells) + said, "–"))
+    # Round by round, how much of the 1% a p99 leaves each broker's messages over 1 ms
+    # take, beside the machine's own trip in the same round: what the machine takes of
+    # every broker's budget before any broker does anything.
+    shares = {b: [share_over(r["latency"]["curve"], 1000) if r and r.get("latency") else None
+                  for r in s.get("round_curves", {}).get(b, [])]
+              for b in ("wharf", "nats", "rabbitmq")}
+    lb = [l.get("loopback_over_1ms_pct") for l in limits]
+    if shares["wharf"] and any(v is not None for v in lb):
+        cells = []
+        for i in range(len(shares["wharf"])):
+            parts = []
+            for b, label in (("wharf", "Wharf"), ("rabbitmq", "RabbitMQ"), ("nats", "core NATS")):
+                v = shares[b][i] if i < len(shares[b]) else None
+                if v is not None:
+                    parts.append(f"{label} {v:.2f}%")
+            if i < len(lb) and lb[i] is not None:
+                parts.append(f"machine {lb[i]:.2f}%")
+            cells.append(", ".join(parts) or "–")
+        rows.append(("(per round) messages over 1 ms: each broker's latency run, and the machine's own trip (`wharf-bench loopback`) in the same round", " / ".join(cells), "–"))
     f99 = med([l.get("fio_fdatasync_p99_us") for l in limits])
     if lw is not None and f99 is not None:
         d = lw - f99 / 1000
@@ -1075,6 +1126,7 @@ def main():
             plots[wl] = os.path.relpath(dest, a.docs.parent)
     s["floors"] = {b: floors(results, limits, b) for b in ("nats", "wharf-nosync")}
     s["round_p99"] = {b: round_p99s(results, b) for b in ("wharf", "rabbitmq")}
+    s["round_curves"] = {b: results.get((b, "latency"), []) for b in ("wharf", "nats", "rabbitmq")}
     s["round_syncs"] = [r.get("syncs") if r else None for r in results.get(("wharf", "latency"), [])]
     text = render(meta, s, idle, limits, brokers, workloads, plots)
     (outdir / "table.md").write_text(text + "\n")

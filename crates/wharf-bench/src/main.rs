@@ -6,6 +6,7 @@ mod disk;
 mod driver;
 mod http;
 mod kafka;
+mod loopback;
 mod nats;
 mod otlp_sink;
 mod plot;
@@ -213,6 +214,21 @@ enum Workload {
         #[arg(long)]
         group_commit: bool,
     },
+    /// No broker, no disk: --size byte messages over a loopback TCP connection from one
+    /// thread to another, --rate a second, each timed from when it was due (as `latency`
+    /// times messages): the least a trip costs on this machine, and how much of a tail
+    /// the machine itself adds (a CPU taken away while a message is on its way)
+    Loopback {
+        /// Messages per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Bytes per message (at least 8: the due time).
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+    },
     /// No broker: an OTLP/gRPC trace endpoint on --addr that counts the spans sent to it
     /// and drops them (a stand-in collector for measuring what exporting traces costs a
     /// broker), until SIGINT or SIGTERM; then prints what it received as JSON.
@@ -387,6 +403,36 @@ fn run(cli: Cli) -> Result<()> {
         );
         return Ok(());
     }
+    if let Workload::Loopback {
+        rate,
+        size,
+        duration,
+    } = &cli.workload
+    {
+        if !(duration.is_finite() && *duration > 0.0) {
+            bail!("--duration must be a positive number of seconds, not {duration}");
+        }
+        let report = loopback::run(*rate, *size, Duration::from_secs_f64(*duration))?;
+        let json = serde_json::to_string_pretty(&report)?;
+        if let Some(path) = &cli.global.json {
+            std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
+        }
+        let l = &report.latency;
+        println!(
+            "loopback ({} B at {}/s, {} messages): from due p50 {} µs  p99 {} µs  p99.9 {} µs  \
+             max {} µs; over 1 ms {}, over 5 ms {}",
+            report.size,
+            report.rate,
+            report.messages,
+            l.p50_us,
+            l.p99_us,
+            l.p999_us,
+            l.max_us,
+            report.over_1ms,
+            report.over_5ms
+        );
+        return Ok(());
+    }
     let mut extra = Vec::new();
     for prop in &cli.global.property {
         let (k, v) = prop
@@ -427,7 +473,10 @@ fn run(cli: Cli) -> Result<()> {
         Workload::Fanout { run, producer, .. } => ("fanout", run, producer),
         Workload::Partitions { run, producer, .. } => ("partitions", run, producer),
         Workload::Queue { run, producer, .. } => ("queue", run, producer),
-        Workload::Plot { .. } | Workload::Disk { .. } | Workload::OtlpSink { .. } => {
+        Workload::Plot { .. }
+        | Workload::Disk { .. }
+        | Workload::Loopback { .. }
+        | Workload::OtlpSink { .. } => {
             unreachable!("handled above")
         }
     };
@@ -501,7 +550,10 @@ fn run(cli: Cli) -> Result<()> {
         Workload::Queue {
             consumers, rate, ..
         } => workload::queue(&params, (*consumers).max(1), *rate, &run_id),
-        Workload::Plot { .. } | Workload::Disk { .. } | Workload::OtlpSink { .. } => {
+        Workload::Plot { .. }
+        | Workload::Disk { .. }
+        | Workload::Loopback { .. }
+        | Workload::OtlpSink { .. } => {
             unreachable!("handled above")
         }
     };
@@ -528,7 +580,10 @@ fn run(cli: Cli) -> Result<()> {
         Workload::Queue {
             consumers, rate, ..
         } => serde_json::json!({ "consumers": consumers, "rate": rate }),
-        Workload::Plot { .. } | Workload::Disk { .. } | Workload::OtlpSink { .. } => {
+        Workload::Plot { .. }
+        | Workload::Disk { .. }
+        | Workload::Loopback { .. }
+        | Workload::OtlpSink { .. } => {
             unreachable!("handled above")
         }
     };

@@ -554,6 +554,57 @@ fn disk_times_every_write_from_when_it_was_due_and_leaves_no_file() {
 }
 
 #[test]
+fn loopback_times_every_message_and_counts_the_slow_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("loopback.json");
+    let out = run_bench([
+        "--json".as_ref(),
+        json.as_os_str(),
+        "loopback".as_ref(),
+        "--rate".as_ref(),
+        "1000".as_ref(),
+        "--duration".as_ref(),
+        "0.5".as_ref(),
+        "--size".as_ref(),
+        "4096".as_ref(),
+    ]);
+    assert!(
+        out.status.success(),
+        "wharf-bench loopback failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("--json file"))
+        .expect("parses");
+    assert_eq!(r["workload"], "loopback", "{r}");
+    assert_eq!(u(&r, "messages"), 500, "{r}");
+    assert_eq!(u(&r, "size"), 4096, "{r}");
+    let l = &r["latency"];
+    assert_eq!(u(l, "count"), 500, "{r}");
+    let (p50, p99, p999, max) = (
+        u(l, "p50_us"),
+        u(l, "p99_us"),
+        u(l, "p999_us"),
+        u(l, "max_us"),
+    );
+    assert!(1 <= p50 && p50 <= p99 && p99 <= p999 && p999 <= max, "{r}");
+    // The slow counts agree with the histogram's maximum (exact to the µs below 2 ms,
+    // to 4 µs around 5 ms).
+    let (over1, over5) = (u(&r, "over_1ms"), u(&r, "over_5ms"));
+    assert!(over5 <= over1 && over1 <= 500, "{r}");
+    assert_eq!(over1 > 0, max > 1_000, "{r}");
+    assert!(over5 == 0 || max > 5_000, "{r}");
+    assert!(max <= 5_003 || over5 > 0, "{r}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("from due p50"), "{stdout}");
+    // Bad input is refused with a message.
+    for (flag, value) in [("--rate", "0"), ("--size", "4")] {
+        let out = run_bench(["loopback", flag, value]);
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(flag));
+    }
+}
+
+#[test]
 fn queue_over_http_acknowledges_every_message_and_deletes_its_topic() {
     let broker = Broker::start();
     let r = broker.bench_http(&["queue", "--messages", "3000", "--consumers", "2"]);
