@@ -26,6 +26,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 
 use crate::report::Latency;
+use crate::workload::due;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -105,33 +106,24 @@ fn measure(
     let buf: Vec<u8> = (0..size).map(|i| (i % 251) as u8 + 1).collect();
     let mut e2e = hdrhistogram::Histogram::<u64>::new(3)?;
     let mut sync = hdrhistogram::Histogram::<u64>::new(3)?;
-    if group_commit {
-        let syncs = grouped(file, &buf, every, writes, &mut e2e, &mut sync)?;
-        return Ok(DiskReport {
-            workload: "disk",
-            mode,
-            rate,
-            size,
-            group_commit,
-            writes,
-            syncs,
-            latency: Latency::from_histogram(&e2e),
-            sync: Latency::from_histogram(&sync),
-        });
-    }
-    let start = Instant::now();
-    for i in 0..writes {
-        let due = every * u32::try_from(i).unwrap_or(u32::MAX);
-        if let Some(wait) = due.checked_sub(start.elapsed()) {
-            thread::sleep(wait);
+    let syncs = if group_commit {
+        grouped(file, &buf, every, writes, &mut e2e, &mut sync)?
+    } else {
+        let start = Instant::now();
+        for i in 0..writes {
+            let due = due(every, i);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                thread::sleep(wait);
+            }
+            file.write_all_at(&buf, i * size as u64)?;
+            let synced = Instant::now();
+            file.sync_data()?;
+            let done = start.elapsed();
+            sync.record(synced.elapsed().as_micros() as u64)?;
+            e2e.record(done.saturating_sub(due).as_micros() as u64)?;
         }
-        file.write_all_at(&buf, i * size as u64)?;
-        let synced = Instant::now();
-        file.sync_data()?;
-        let done = start.elapsed();
-        sync.record(synced.elapsed().as_micros() as u64)?;
-        e2e.record(done.saturating_sub(due).as_micros() as u64)?;
-    }
+        writes
+    };
     Ok(DiskReport {
         workload: "disk",
         mode,
@@ -139,7 +131,7 @@ fn measure(
         size,
         group_commit,
         writes,
-        syncs: writes,
+        syncs,
         latency: Latency::from_histogram(&e2e),
         sync: Latency::from_histogram(&sync),
     })
@@ -155,7 +147,6 @@ fn grouped(
     e2e: &mut hdrhistogram::Histogram<u64>,
     sync: &mut hdrhistogram::Histogram<u64>,
 ) -> Result<u64> {
-    let due = |i: u64| every * u32::try_from(i).unwrap_or(u32::MAX);
     // Writes made so far, and whether the writer gave up (an error).
     let written = Mutex::new((0u64, false));
     let more = Condvar::new();
@@ -181,7 +172,7 @@ fn grouped(
                 syncs += 1;
                 sync.record(began.elapsed().as_micros() as u64)?;
                 for i in synced..upto {
-                    e2e.record(done.saturating_sub(due(i)).as_micros() as u64)?;
+                    e2e.record(done.saturating_sub(due(every, i)).as_micros() as u64)?;
                 }
                 synced = upto;
             }
@@ -189,7 +180,7 @@ fn grouped(
         });
         let wrote = (|| -> Result<()> {
             for i in 0..writes {
-                if let Some(wait) = due(i).checked_sub(start.elapsed()) {
+                if let Some(wait) = due(every, i).checked_sub(start.elapsed()) {
                     thread::sleep(wait);
                 }
                 file.write_all_at(buf, i * buf.len() as u64)?;

@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::report::Latency;
+use crate::workload::due;
 
 #[derive(Debug, Serialize)]
 pub struct LoopbackReport {
@@ -53,7 +54,6 @@ pub fn run(rate: u64, size: usize, duration: Duration) -> Result<LoopbackReport>
     rx.set_nodelay(true)?;
     let mut histogram = hdrhistogram::Histogram::<u64>::new(3)?;
     let start = Instant::now();
-    let due = |i: u64| every * u32::try_from(i).unwrap_or(u32::MAX);
     let (over_1ms, over_5ms) = thread::scope(|s| -> Result<(u64, u64)> {
         let sender = s.spawn(move || -> Result<()> {
             // As the fixed-rate sender does: no timer slack, so the schedule is the
@@ -61,7 +61,7 @@ pub fn run(rate: u64, size: usize, duration: Duration) -> Result<LoopbackReport>
             let _ = nix::sys::prctl::set_timerslack(1);
             let mut buf = vec![0u8; size];
             for i in 0..messages {
-                let at = due(i);
+                let at = due(every, i);
                 if let Some(wait) = at.checked_sub(start.elapsed()) {
                     thread::sleep(wait);
                 }

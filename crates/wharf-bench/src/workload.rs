@@ -105,7 +105,7 @@ fn new_histogram() -> Histogram<u64> {
 }
 
 /// When the `i`th message of a fixed-rate run is due.
-fn due(every: Duration, i: u64) -> Duration {
+pub(crate) fn due(every: Duration, i: u64) -> Duration {
     Duration::from_nanos((every.as_nanos() as u64).saturating_mul(i))
 }
 

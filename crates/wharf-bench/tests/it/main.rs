@@ -481,13 +481,25 @@ fn latency_percentiles_are_plotted_for_one_run_and_for_several() {
     assert!(!refused.exists());
 }
 
+/// Runs `wharf-bench --json <json> <args>` (a subcommand that needs no broker), checks it
+/// succeeded; its stdout and its JSON report.
+fn run_with_json(json: &Path, args: &[&OsStr]) -> (String, Value) {
+    let out = run_bench([OsStr::new("--json"), json.as_os_str()].iter().chain(args));
+    assert!(
+        out.status.success(),
+        "wharf-bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(json).expect("--json file")).expect("parses");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), r)
+}
+
 /// Runs `wharf-bench --json <dir>/<name>.json disk --dir <scratch> --rate R --duration
 /// 0.5 <extra>`, checks it succeeded and left no scratch file; its stdout and report.
 fn run_disk(dir: &Path, scratch: &Path, name: &str, rate: &str, extra: &[&str]) -> (String, Value) {
     let json = dir.join(format!("{name}.json"));
     let mut args: Vec<&OsStr> = vec![
-        "--json".as_ref(),
-        json.as_os_str(),
         "disk".as_ref(),
         "--dir".as_ref(),
         scratch.as_os_str(),
@@ -497,18 +509,11 @@ fn run_disk(dir: &Path, scratch: &Path, name: &str, rate: &str, extra: &[&str]) 
         "0.5".as_ref(),
     ];
     args.extend(extra.iter().map(OsStr::new));
-    let out = run_bench(args);
-    assert!(
-        out.status.success(),
-        "wharf-bench disk {extra:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("--json file"))
-        .expect("parses");
+    let (stdout, r) = run_with_json(&json, &args);
     // The scratch file is gone.
     let left: Vec<_> = std::fs::read_dir(scratch).expect("dir").collect();
     assert!(left.is_empty(), "left behind: {left:?}");
-    (String::from_utf8_lossy(&out.stdout).into_owned(), r)
+    (stdout, r)
 }
 
 #[test]
@@ -557,24 +562,17 @@ fn disk_times_every_write_from_when_it_was_due_and_leaves_no_file() {
 fn loopback_times_every_message_and_counts_the_slow_ones() {
     let dir = tempfile::tempdir().expect("temp dir");
     let json = dir.path().join("loopback.json");
-    let out = run_bench([
-        "--json".as_ref(),
-        json.as_os_str(),
-        "loopback".as_ref(),
-        "--rate".as_ref(),
-        "1000".as_ref(),
-        "--duration".as_ref(),
-        "0.5".as_ref(),
-        "--size".as_ref(),
-        "4096".as_ref(),
-    ]);
-    assert!(
-        out.status.success(),
-        "wharf-bench loopback failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).expect("--json file"))
-        .expect("parses");
+    let args = [
+        "loopback",
+        "--rate",
+        "1000",
+        "--duration",
+        "0.5",
+        "--size",
+        "4096",
+    ];
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    let (stdout, r) = run_with_json(&json, &args);
     assert_eq!(r["workload"], "loopback", "{r}");
     assert_eq!(u(&r, "messages"), 500, "{r}");
     assert_eq!(u(&r, "size"), 4096, "{r}");
@@ -594,7 +592,6 @@ fn loopback_times_every_message_and_counts_the_slow_ones() {
     assert_eq!(over1 > 0, max > 1_000, "{r}");
     assert!(over5 == 0 || max > 5_000, "{r}");
     assert!(max <= 5_003 || over5 > 0, "{r}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("from due p50"), "{stdout}");
     // Bad input is refused with a message.
     for (flag, value) in [("--rate", "0"), ("--size", "4")] {
